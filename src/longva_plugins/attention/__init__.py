@@ -1,0 +1,1 @@
+"""attention sub-package of longva-plugins."""

@@ -1,0 +1,130 @@
+"""Every extension point of longva-plugins, in one place.
+
+Third-party packages implement these hooks in a module or object and announce it through the
+``longva_plugins`` entry-point group::
+
+    [project.entry-points.longva_plugins]
+    my_plugin = "my_package.longva_hooks"
+
+The default behaviour of the package is itself a set of ordinary plugins registered first (see
+:mod:`longva_plugins.plugins`). pluggy calls implementations last-registered-first, so a
+third-party implementation of a ``firstresult`` hook is consulted before the built-in one and
+wins by returning something other than ``None``.
+
+Kinds of hooks:
+
+- ``firstresult`` — "one decides" (which video decoder reads a file, which attention kernel runs).
+- plain — "many contribute" (task folders, needle sets, LoRA targets, trainer callbacks); the
+  caller receives a list with one entry per implementation.
+"""
+
+from __future__ import annotations
+
+import pluggy
+
+PROJECT_NAME = "longva_plugins"
+
+hookspec = pluggy.HookspecMarker(PROJECT_NAME)
+hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
+
+
+# --------------------------------------------------------------------------- lmms-eval wiring
+@hookspec
+def longva_task_folders():
+    """Contribute lmms-eval task folders.
+
+    Each folder is indexed by lmms-eval's ``TaskManager`` exactly like ``--include_path``: every
+    ``*.yaml`` with a ``task:`` key becomes a task. Folders are appended after lmms-eval's built-in
+    tasks and after the user's ``--include_path``, which therefore win on name clashes.
+
+    :return: an iterable of paths (``str`` or ``os.PathLike``) to existing directories, or
+        ``None``.
+    """
+
+
+# --------------------------------------------------------------------------- video decoding
+@hookspec(firstresult=True)
+def longva_read_video(path, num_frames, max_fps, backend):
+    """Decode frames from a video file; stops at the first non-None result.
+
+    :param path: the video file (``str``).
+    :param num_frames: how many frames to sample uniformly (``int``), or ``None`` to take every
+        frame allowed by ``max_fps``.
+    :param max_fps: sample at most this many frames per second of video (``float``) or ``None``.
+    :param backend: the backend the user asked for (``"decord"``, ``"pyav"``, ``"torchcodec"``,
+        a third-party name) or ``None`` for "any". An implementation that is not the requested
+        backend, or that is not installed, returns ``None``.
+    :return: a :class:`longva_plugins.video.VideoFrames` or ``None``. Decoding errors are
+        raised as :class:`longva_plugins.video.VideoDecodeError` naming the file.
+    """
+
+
+@hookspec
+def longva_video_backends():
+    """Announce video decoding backends for ``longva-plugins doctor`` and error messages.
+
+    :return: a mapping ``{backend_name: available (bool)}`` or ``None``.
+    """
+
+
+# --------------------------------------------------------------------------- V-NIAH
+@hookspec
+def longva_needle_sets():
+    """Contribute V-NIAH needle sets.
+
+    :return: a mapping ``{name: factory}`` where ``factory()`` returns a list of
+        :class:`longva_plugins.vniah.needles.Needle` (image, question, answer), or ``None``.
+    """
+
+
+@hookspec
+def longva_haystacks():
+    """Contribute named V-NIAH haystacks.
+
+    :return: a mapping ``{name: factory}`` where ``factory(num_frames, seed)`` returns a
+        ``(num_frames, H, W, 3)`` uint8 array sampled at 1 FPS, or ``None``.
+    """
+
+
+# --------------------------------------------------------------------------- attention
+@hookspec(firstresult=True)
+def longva_attention_kernel(name, device):
+    """Choose the block-attention kernel used by the ring attention functions.
+
+    :param name: the kernel asked for (``"auto"``, ``"torch"``, ``"sdpa"``, ``"flash_attn"``).
+    :param device: the ``torch.device`` the tensors live on.
+    :return: a callable ``kernel(q, k, v, causal, softmax_scale) -> (out, lse)`` with the
+        interface of :func:`longva_plugins.attention.block.block_attention`, or ``None`` to
+        let another implementation decide.
+    """
+
+
+# --------------------------------------------------------------------------- training
+@hookspec
+def longva_lora_target_modules(model, stage):
+    """Contribute LoRA target module names (PEFT's ``target_modules`` meaning).
+
+    :param model: the model about to be wrapped by PEFT.
+    :param stage: the training stage name (``"lora"``, ...).
+    :return: a list of module-name patterns, or ``None``. All contributions are merged.
+    """
+
+
+@hookspec
+def longva_trainer_callbacks(trainer_args, stage):
+    """Contribute ``transformers.TrainerCallback`` objects.
+
+    :param trainer_args: the ``transformers.TrainingArguments`` in use.
+    :param stage: the training stage name.
+    :return: a list of callbacks, or ``None``.
+    """
+
+
+@hookspec(firstresult=True)
+def longva_wrap_model(model, stage):
+    """Wrap or replace the model before training; stops at the first non-None result.
+
+    :param model: the model (possibly already a PEFT model).
+    :param stage: the training stage name.
+    :return: the model to train, or ``None`` to keep it unchanged.
+    """

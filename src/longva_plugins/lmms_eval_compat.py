@@ -1,0 +1,265 @@
+"""Everything that plugs longva-plugins into lmms-eval, and the only module that touches its internals.
+
+Public routes used:
+
+- the ``lmms_eval.models`` entry point → :func:`lmms_eval_manifests` registers model id
+  ``longva`` (alias ``longva_hf``), replacing lmms-eval's built-in adapter that needs the
+  uninstallable original ``longva`` package.
+
+Workarounds where lmms-eval 0.7.x leaves no public route (tested in
+``tests/test_lmms_eval_compat.py``; the dependency range in ``pyproject.toml`` pins
+``lmms-eval>=0.7.3,<0.8``):
+
+1. **Task discovery.** lmms-eval has no task entry point. ``TaskManager.initialize_tasks`` is
+   wrapped so that the task folders contributed through the ``longva_task_folders`` hook are
+   appended to ``include_path`` — after the built-ins and the user's ``--include_path``, which
+   keep precedence. The entry-point callable runs when ``lmms_eval.models`` is imported, which
+   ``lmms_eval.evaluator`` does before the CLI builds its ``TaskManager``.
+2. **loglikelihood results.** 0.7.3's ``unwrap_generation_output`` turns every ``(float, bool)``
+   loglikelihood result into a string, so every loglikelihood / multiple_choice task crashes
+   for every model. The fix is applied only when that behaviour is detected on the installed
+   version, and passes ``(number, bool)`` pairs through unchanged; every other output takes the
+   original code path.
+
+Every function here is safe to call repeatedly, and the entry-point callable never raises: a
+raising entry point would make lmms-eval skip every plugin loaded after it.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import importlib.metadata
+import logging
+import numbers
+import os
+import sys
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+MODEL_ID = "longva"
+MODEL_ALIASES = ("longva_hf",)
+MODEL_CLASS_PATH = "longva_plugins.adapter.lmms_longva.LongVA"
+SUPPORTED_LMMS_EVAL = ">=0.7.3,<0.8"
+_MARK = "__longva_plugins_wrapped__"
+
+
+def lmms_eval_version() -> str | None:
+    try:
+        return importlib.metadata.version("lmms_eval")
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _version_supported(version: str | None) -> bool:
+    if version is None:
+        return False
+    try:
+        from packaging.version import Version
+
+        return Version("0.7.3") <= Version(version) < Version("0.8")
+    except Exception:
+        return version.startswith("0.7.")
+
+
+# --------------------------------------------------------------------------- task folders
+def plugin_task_folders() -> list[str]:
+    """Every task folder contributed through the ``longva_task_folders`` hook, de-duplicated.
+
+    A folder that does not exist is skipped with a warning naming it and its contributor.
+    """
+    from longva_plugins.plugins import get_plugin_manager
+
+    pm = get_plugin_manager()
+    folders: list[str] = []
+    for impl in pm.hook.longva_task_folders.get_hookimpls():
+        try:
+            contributed = impl.function() or []
+        except Exception as exc:
+            logger.warning("longva-plugins: task-folder hook of %r failed (%s); skipped.", impl.plugin_name, exc)
+            continue
+        for folder in contributed:
+            path = os.path.abspath(os.fspath(folder))
+            if not os.path.isdir(path):
+                logger.warning(
+                    "longva-plugins: plugin %r contributed task folder %s, which does not exist; skipped.",
+                    impl.plugin_name,
+                    path,
+                )
+                continue
+            if path not in folders:
+                folders.append(path)
+    # get_hookimpls() lists implementations in registration order: built-ins first.
+    return folders
+
+
+def _wrap_initialize_tasks(original):
+    @functools.wraps(original)
+    def initialize_tasks(self, include_path=None, include_defaults=True):
+        if include_path is None:
+            paths: list[str] = []
+        elif isinstance(include_path, (str, os.PathLike)):
+            paths = [os.fspath(include_path)]
+        else:
+            paths = [os.fspath(p) for p in include_path]
+        try:
+            extra = plugin_task_folders()
+        except Exception as exc:  # never break lmms-eval's own task index
+            logger.warning("longva-plugins: could not collect plugin task folders (%s); use --include_path.", exc)
+            extra = []
+        known = {os.path.abspath(p) for p in paths}
+        paths += [p for p in extra if p not in known]
+        return original(self, include_path=paths or None, include_defaults=include_defaults)
+
+    setattr(initialize_tasks, _MARK, True)
+    return initialize_tasks
+
+
+def patch_task_manager() -> bool:
+    """Append plugin task folders to every ``TaskManager`` built from now on. Idempotent."""
+    tasks_module = importlib.import_module("lmms_eval.tasks")
+    manager_cls = tasks_module.TaskManager
+    if getattr(manager_cls.initialize_tasks, _MARK, False):
+        return False
+    manager_cls.initialize_tasks = _wrap_initialize_tasks(manager_cls.initialize_tasks)
+    return True
+
+
+# --------------------------------------------------------------------------- loglikelihood fix
+def _is_loglikelihood_pair(output) -> bool:
+    return (
+        isinstance(output, (tuple, list))
+        and len(output) == 2
+        and isinstance(output[0], numbers.Real)
+        and not isinstance(output[0], bool)
+        and isinstance(output[1], (bool, numbers.Integral))
+    )
+
+
+def _wrap_unwrap_generation_output(original):
+    @functools.wraps(original)
+    def unwrap_generation_output(output):
+        if _is_loglikelihood_pair(output):
+            return (float(output[0]), bool(output[1])), None
+        return original(output)
+
+    setattr(unwrap_generation_output, _MARK, True)
+    return unwrap_generation_output
+
+
+def loglikelihood_bug_present() -> bool:
+    """Whether the installed lmms-eval stringifies ``(float, bool)`` loglikelihood results."""
+    instance = importlib.import_module("lmms_eval.api.instance")
+    func = getattr(instance, "unwrap_generation_output", None)
+    if func is None or getattr(func, _MARK, False):
+        return False
+    text, _ = func((-1.5, True))
+    return isinstance(text, str)
+
+
+def patch_loglikelihood_results() -> bool:
+    """Apply the loglikelihood fix when the bug is present on a supported version. Idempotent."""
+    version = lmms_eval_version()
+    if not _version_supported(version) or not loglikelihood_bug_present():
+        return False
+    instance = importlib.import_module("lmms_eval.api.instance")
+    patched = _wrap_unwrap_generation_output(instance.unwrap_generation_output)
+    instance.unwrap_generation_output = patched
+    # evaluator binds the name at import; when it is already imported, rebind it there too.
+    evaluator = sys.modules.get("lmms_eval.evaluator")
+    if evaluator is not None and hasattr(evaluator, "unwrap_generation_output"):
+        evaluator.unwrap_generation_output = patched
+    return True
+
+
+# --------------------------------------------------------------------------- public API
+def install() -> list[str]:
+    """Wire longva-plugins into lmms-eval for Python API users (see :func:`longva_plugins.install`).
+
+    Raises ``ImportError`` when lmms-eval is not installed. Returns the appended task folders.
+    """
+    version = lmms_eval_version()
+    if version is None:
+        raise ImportError("lmms-eval is not installed: pip install 'lmms-eval>=0.7.3,<0.8'")
+    if not _version_supported(version):
+        logger.warning(
+            "longva-plugins was tested with lmms-eval %s; found %s. Task discovery may not work: "
+            "pass --include_path %s if `vniah` is not found.",
+            SUPPORTED_LMMS_EVAL,
+            version,
+            task_folder_hint(),
+        )
+    patch_task_manager()
+    patch_loglikelihood_results()
+    _register_manifest_if_registry_loaded()
+    return plugin_task_folders()
+
+
+def _register_manifest_if_registry_loaded() -> None:
+    models = sys.modules.get("lmms_eval.models")
+    registry = getattr(models, "MODEL_REGISTRY_V2", None) if models else None
+    if registry is not None:
+        for manifest in _manifests():
+            registry.register_manifest(manifest, overwrite=True)
+
+
+def _manifests():
+    from lmms_eval.models.registry_v2 import ModelManifest
+
+    return [ModelManifest(model_id=MODEL_ID, simple_class_path=MODEL_CLASS_PATH, aliases=MODEL_ALIASES)]
+
+
+def task_folder_hint() -> str:
+    try:
+        from longva_plugins.builtin_tasks import package_task_dir
+
+        return str(package_task_dir())
+    except Exception:
+        return "<site-packages>/longva_plugins/tasks"
+
+
+def lmms_eval_manifests():
+    """Entry point of group ``lmms_eval.models``. Never raises.
+
+    Returns the ``longva`` manifest and, on the way, wires task discovery and the loglikelihood
+    fix. Any failure is logged with its cause and the fix, and an empty list is returned.
+    """
+    try:
+        manifests = _manifests()
+    except Exception as exc:
+        logger.warning("longva-plugins: cannot build the lmms-eval model manifest (%s: %s).", type(exc).__name__, exc)
+        return []
+    try:
+        patch_task_manager()
+    except Exception as exc:
+        logger.warning(
+            "longva-plugins: zero-flag task discovery is unavailable (%s: %s); pass --include_path %s.",
+            type(exc).__name__,
+            exc,
+            task_folder_hint(),
+        )
+    try:
+        patch_loglikelihood_results()
+    except Exception as exc:
+        logger.warning(
+            "longva-plugins: loglikelihood compatibility fix not applied (%s: %s); "
+            "loglikelihood/multiple_choice tasks may crash on lmms-eval %s.",
+            type(exc).__name__,
+            exc,
+            lmms_eval_version(),
+        )
+    return manifests
+
+
+__all__ = [
+    "MODEL_ALIASES",
+    "MODEL_CLASS_PATH",
+    "MODEL_ID",
+    "install",
+    "lmms_eval_manifests",
+    "loglikelihood_bug_present",
+    "patch_loglikelihood_results",
+    "patch_task_manager",
+    "plugin_task_folders",
+]

@@ -1,0 +1,1 @@
+"""video sub-package of longva-plugins."""

@@ -1,0 +1,1 @@
+"""vniah sub-package of longva-plugins."""

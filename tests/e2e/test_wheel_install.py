@@ -1,0 +1,85 @@
+"""The built wheel, installed (not editable) into a fresh virtual environment, runs under lmms-eval.
+
+The fresh environment receives exactly two wheels: longva-plugins and the example third-party
+plugin (``examples/external_plugin``). Its third-party dependencies (torch, transformers,
+lmms-eval, ...) are borrowed from the development environment through a ``.pth`` line instead of
+being installed a second time (that would cost minutes and gigabytes); the test asserts that
+``longva_plugins`` itself is imported from the fresh environment's own site-packages, from the
+wheel. So this checks the wheel's contents (code, shipped task folder), its entry points and
+zero-flag task discovery, and that ``--model longva`` resolves to our class.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.slow
+
+
+def _run(cmd, **kwargs):
+    proc = subprocess.run(cmd, capture_output=True, text=True, **kwargs)
+    if proc.returncode != 0:
+        raise AssertionError(f"command failed ({proc.returncode}): {' '.join(map(str, cmd))}\n"
+                             f"--- stdout ---\n{proc.stdout[-4000:]}\n--- stderr ---\n{proc.stderr[-6000:]}")
+    return proc
+
+
+@pytest.fixture(scope="module")
+def fresh_env(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("wheel")
+    dist = tmp / "dist"
+    for project in (REPO, REPO / "examples" / "external_plugin"):
+        _run([sys.executable, "-m", "build", "--wheel", "--outdir", str(dist), str(project)])
+    wheels = sorted(dist.glob("*.whl"))
+    assert len(wheels) == 2, wheels
+
+    venv = tmp / "venv"
+    base_python = getattr(sys, "_base_executable", sys.executable)
+    _run([base_python, "-m", "venv", "--without-pip", str(venv)])
+    python = venv / "bin" / "python"
+    site = Path(_run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"]).stdout.strip())
+    (site / "_borrowed_dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    _run([sys.executable, "-m", "pip", "install", "--no-deps", "--no-index", "--target", str(site), *map(str, wheels)])
+    return python, site, wheels
+
+
+def test_wheel_ships_the_task_folder(fresh_env):
+    python, site, _ = fresh_env
+    out = _run([str(python), "-c",
+                "import longva_plugins, longva_plugins.builtin_tasks as b; print(longva_plugins.__file__); print(b.package_task_dir())"])
+    module_file, task_dir = out.stdout.split()
+    assert module_file.startswith(str(site)), f"imported {module_file}, not the wheel in {site}"
+    assert task_dir.startswith(str(site)) and Path(task_dir).is_dir()
+    assert list(Path(task_dir).rglob("*.yaml")), "no task YAML shipped in the wheel"
+
+
+def test_lmms_eval_runs_package_and_plugin_tasks_from_the_wheel(fresh_env, tmp_path):
+    from longva_plugins.models.longva import ensure_tiny_checkpoint
+
+    python, site, _ = fresh_env
+    checkpoint = ensure_tiny_checkpoint()
+    out_dir = tmp_path / "results"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "PYTHONPATH": ""}
+    _run(
+        [str(python), "-m", "lmms_eval", "eval", "--model", "longva",
+         "--model_args", f"pretrained={checkpoint}",
+         "--tasks", "vniah,longva_example_qa", "--limit", "1",
+         "--output_path", str(out_dir), "--log_samples"],
+        env=env, cwd=tmp_path, timeout=600,
+    )
+    results_files = glob.glob(str(out_dir / "**" / "*_results.json"), recursive=True)
+    assert len(results_files) == 1, results_files
+    results = json.loads(Path(results_files[0]).read_text())
+    assert results["config"]["model_backend"].startswith("longva_plugins.adapter.lmms_longva.LongVA")
+    assert {"vniah", "longva_example_qa"} <= set(results["results"])
+    samples = glob.glob(str(out_dir / "**" / "*_samples_longva_example_qa.jsonl"), recursive=True)
+    assert samples and Path(samples[0]).read_text().strip(), "no logged sample for the plugin task"
