@@ -60,6 +60,9 @@ def test_wheel_ships_the_task_folder(fresh_env):
     assert module_file.startswith(str(site)), f"imported {module_file}, not the wheel in {site}"
     assert task_dir.startswith(str(site)) and Path(task_dir).is_dir()
     assert list(Path(task_dir).rglob("*.yaml")), "no task YAML shipped in the wheel"
+    assert (site / "longva_plugins_startup.pth").is_file(), "start-up hook missing from the wheel"
+    listing = _run([str(python), "-m", "lmms_eval", "tasks", "list"], env={**os.environ, "PYTHONPATH": ""}).stdout
+    assert "vniah" in listing, "lmms-eval tasks list does not show the package tasks"
 
 
 def test_lmms_eval_runs_package_and_plugin_tasks_from_the_wheel(fresh_env, tmp_path):
