@@ -1,0 +1,420 @@
+"""LongVA on transformers: CLIP tower -> mlp2x_gelu projector -> 2x2 pool (UniRes) -> Qwen2.
+
+Notation used in shapes below:
+    N  frames or tiles encoded at once          P  CLIP patches per frame (576 for 336/14)
+    G  patches per side (24)                    T  visual tokens per frame after pooling (144)
+    C  CLIP width (mm_hidden_size)              D  language-model width (hidden_size)
+    L  sequence length                          V  vocabulary size
+
+Composition, not copies: :class:`LongVAForCausalLM` *is* a transformers
+:class:`~transformers.Qwen2ForCausalLM` whose inner ``model`` additionally holds
+``mm_projector`` and ``vision_tower.vision_tower`` (a :class:`~transformers.CLIPVisionModel`).
+That places every weight under the reference key names (``model.mm_projector.0.weight``,
+``model.vision_tower.vision_tower.vision_model.*``), so the released checkpoints load as they are.
+
+Long-video helpers avoid the reference's memory traps (longva-reference.md §1, §3): frames are
+encoded in chunks keeping only the selected CLIP layer; the prefill runs in chunks over a KV
+cache; logits are computed only at the positions asked for.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import CLIPVisionModel, DynamicCache, GenerationMixin, Qwen2ForCausalLM
+
+from longva_plugins.errors import ConfigError, InputMismatchError
+from longva_plugins.models.longva.configuration_longva import LongVAConfig
+
+IMAGE_TOKEN_INDEX = -200
+DEFAULT_ENCODE_CHUNK = 16
+DEFAULT_PREFILL_CHUNK = 4096
+
+
+class LongVAProjector(nn.Sequential):
+    """``mlp2x_gelu``: Linear(C -> D), exact (erf) GELU, Linear(D -> D); or ``linear``.
+
+    An ``nn.Sequential`` so the parameters are named ``0.*`` and ``2.*`` as in the reference.
+    """
+
+    def __init__(self, config: LongVAConfig):
+        kind = config.mm_projector_type
+        if kind == "linear":
+            super().__init__(nn.Linear(config.mm_hidden_size, config.hidden_size))
+        elif kind.startswith("mlp") and kind.endswith("x_gelu"):
+            depth = int(kind[len("mlp") : -len("x_gelu")])
+            layers: list[nn.Module] = [nn.Linear(config.mm_hidden_size, config.hidden_size)]
+            for _ in range(depth - 1):
+                layers += [nn.GELU(), nn.Linear(config.hidden_size, config.hidden_size)]
+            super().__init__(*layers)
+        else:
+            raise ConfigError(f"mm_projector_type {kind!r} is not supported; use 'mlp2x_gelu' or 'linear'.")
+
+
+class LongVAVisionTower(nn.Module):
+    """Holds the CLIP model as ``.vision_tower`` (reference key layout) and selects one layer."""
+
+    def __init__(self, config: LongVAConfig):
+        super().__init__()
+        self.vision_tower = CLIPVisionModel(config.vision_config)
+        self.select_layer = config.mm_vision_select_layer
+        self.select_feature = config.mm_vision_select_feature
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """(N, 3, 336, 336) -> (N, P, C) features of ``hidden_states[select_layer]``.
+
+        Runs only the encoder layers needed for that hidden state, so neither the other
+        hidden states nor the unused last layer(s) are computed or kept.
+        """
+        # transformers < 5 nests the modules under `.vision_model`; 5.x flattens them.
+        vision = getattr(self.vision_tower, "vision_model", self.vision_tower)
+        layers = vision.encoder.layers
+        n_states = len(layers) + 1  # embeddings output + one per layer
+        index = self.select_layer % n_states
+        hidden = vision.embeddings(pixel_values.to(vision.embeddings.patch_embedding.weight.dtype))
+        hidden = vision.pre_layrnorm(hidden)  # (N, 1+P, C) = hidden_states[0]
+        for layer in layers[:index]:
+            hidden = layer(hidden, attention_mask=None)
+            if isinstance(hidden, tuple):
+                hidden = hidden[0]
+        if self.select_feature == "patch":
+            return hidden[:, 1:]  # (N, P, C) CLS dropped
+        if self.select_feature == "cls_patch":
+            return hidden
+        raise ConfigError(f"mm_vision_select_feature {self.select_feature!r} is not supported ('patch', 'cls_patch').")
+
+
+@dataclass
+class PrefillOutput:
+    """Result of :meth:`LongVAForCausalLM.prefill`.
+
+    Attributes:
+        past_key_values: the KV cache after the whole sequence.
+        logits: float32 ``(len(positions), V)`` at the requested positions.
+        positions: the positions the logits rows belong to.
+    """
+
+    past_key_values: DynamicCache
+    logits: torch.Tensor
+    positions: list[int]
+
+
+@dataclass
+class ScoreOutput:
+    """Teacher-forced scoring of a continuation (see :meth:`LongVAForCausalLM.score_continuation`).
+
+    Attributes:
+        span_logits: float32 ``(n, V)``: row ``i`` predicts continuation token ``i``.
+        token_logprobs: ``(n,)`` log-probabilities of the continuation tokens.
+        argmax_ids: ``(n,)`` greedy predictions (restricted to the valid vocabulary).
+        nll_sum / nll_mean: negative log-likelihood of the continuation.
+        greedy_match: every continuation token is the greedy argmax (V-NIAH's criterion).
+    """
+
+    span_logits: torch.Tensor
+    token_logprobs: torch.Tensor
+    argmax_ids: torch.Tensor
+    nll_sum: float
+    nll_mean: float
+    greedy_match: bool
+
+
+class LongVAForCausalLM(Qwen2ForCausalLM, GenerationMixin):
+    """LongVA: a Qwen2 causal LM that also owns the CLIP tower and the projector.
+
+    ``forward`` and ``generate`` are Qwen2's (they take ``input_ids`` or ``inputs_embeds``);
+    multimodal inputs are turned into ``inputs_embeds`` by :meth:`embed_multimodal`.
+    """
+
+    config_class = LongVAConfig
+    base_model_prefix = "model"
+    _no_split_modules = ["Qwen2DecoderLayer", "CLIPEncoderLayer"]
+
+    def __init__(self, config: LongVAConfig):
+        super().__init__(config)
+        self.model.vision_tower = LongVAVisionTower(config)
+        self.model.mm_projector = LongVAProjector(config)
+        #: argmax and generation ignore ids >= this (the tokenizer's length); None = all.
+        self.valid_vocab_size: int | None = None
+        self.post_init()
+
+    # ------------------------------------------------------------------ loading
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        """Load a checkpoint in the reference layout (see :mod:`.loading`)."""
+        from longva_plugins.models.longva.loading import load_pretrained
+
+        return load_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs)
+
+    def reference_state_dict(self) -> dict[str, torch.Tensor]:
+        """The state dict under the reference key names (``...vision_tower.vision_model.*``).
+
+        transformers 5 flattens ``CLIPVisionModel`` (no ``vision_model.`` level); released
+        checkpoints and the original code use the nested names, so they are written that way.
+        """
+        prefix = "model.vision_tower.vision_tower."
+        out = {}
+        for key, value in self.state_dict().items():
+            if key.startswith(prefix) and not key.startswith(prefix + "vision_model."):
+                key = prefix + "vision_model." + key[len(prefix):]
+            out[key] = value
+        return out
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """Save in the reference layout (flat config.json, reference key names, safetensors)."""
+        if kwargs.get("state_dict") is None:
+            kwargs["state_dict"] = self.reference_state_dict()
+            kwargs["save_original_format"] = False
+        return super().save_pretrained(save_directory, *args, **kwargs)
+
+    @property
+    def vision_tower(self) -> LongVAVisionTower:
+        return self.model.vision_tower
+
+    @property
+    def mm_projector(self) -> LongVAProjector:
+        return self.model.mm_projector
+
+    # ------------------------------------------------------------------ visual encoding
+    def _pool(self, features: torch.Tensor) -> torch.Tensor:
+        """(N, P, D) -> (N, T, D): 2-D pooling of each frame's G x G grid, row-major."""
+        n, p, d = features.shape
+        g = math.isqrt(p)
+        if g * g != p:
+            raise InputMismatchError(f"cannot pool {p} patches per frame: not a square grid")
+        grid = features.view(n, g, g, d).permute(0, 3, 1, 2)  # (N, D, G, G)
+        stride = self.config.mm_spatial_pool_stride
+        mode = self.config.mm_spatial_pool_mode
+        if mode == "average":
+            pooled = F.avg_pool2d(grid, stride)
+        elif mode == "max":
+            pooled = F.max_pool2d(grid, stride)
+        elif mode == "bilinear":
+            size = (math.ceil(g / stride), math.ceil(g / stride))
+            pooled = F.interpolate(grid, size=size, mode="bilinear")
+        else:
+            raise ConfigError(f"mm_spatial_pool_mode {mode!r} is not supported ('average', 'max', 'bilinear').")
+        return pooled.permute(0, 2, 3, 1).reshape(n, -1, d)  # (N, T, D)
+
+    @torch.no_grad()
+    def encode_frames(self, pixel_values: torch.Tensor, chunk_size: int | None = None) -> torch.Tensor:
+        """Encode 336 px frames or tiles: CLIP layer ``mm_vision_select_layer`` -> projector -> pool.
+
+        The projector runs before pooling (it is non-linear, so the order matters).
+
+        Args:
+            pixel_values: ``(N, 3, H, W)`` preprocessed frames.
+            chunk_size: frames per CLIP batch (default 16); bounds peak memory for long videos.
+
+        Returns:
+            ``(N, T, D)`` visual tokens, in the language model's dtype.
+        """
+        if pixel_values.dim() != 4:
+            raise InputMismatchError(f"pixel_values must be (N, 3, H, W); got shape {tuple(pixel_values.shape)}")
+        chunk = chunk_size or DEFAULT_ENCODE_CHUNK
+        device = self.model.mm_projector[0].weight.device
+        out = []
+        for start in range(0, pixel_values.shape[0], chunk):
+            frames = pixel_values[start : start + chunk].to(device)
+            feats = self.model.vision_tower(frames)  # (n, P, C)
+            feats = self.model.mm_projector(feats.to(self.model.mm_projector[0].weight.dtype))  # (n, P, D)
+            out.append(self._pool(feats).to(self.dtype))  # (n, T, D)
+        return torch.cat(out, dim=0)
+
+    def encode_video(self, pixel_values: torch.Tensor, chunk_size: int | None = None) -> torch.Tensor:
+        """(F, 3, 336, 336) -> (F*T, D): frames in time order, each row-major, no separators."""
+        tokens = self.encode_frames(pixel_values, chunk_size)  # (F, T, D)
+        return tokens.reshape(-1, tokens.shape[-1])  # (F*T, D)
+
+    def encode_anyres(self, pixel_values: torch.Tensor, grid_hw: tuple[int, int] | None = None,
+                      chunk_size: int | None = None) -> torch.Tensor:
+        """UniRes image: (1+H*W, 3, 336, 336) with the base thumbnail first -> (H*W*T, D).
+
+        The reference encodes the base thumbnail and then discards it (``unires``); CLIP treats
+        each image independently, so it is skipped here. Tiles stay in row-major order, each
+        pooled on its own, with no newline tokens.
+        """
+        tiles = pixel_values[1:]
+        if grid_hw is not None and grid_hw[0] * grid_hw[1] != tiles.shape[0]:
+            raise InputMismatchError(
+                f"anyres grid {grid_hw[0]}x{grid_hw[1]} needs {grid_hw[0] * grid_hw[1]} tiles; got {tiles.shape[0]}"
+            )
+        return self.encode_video(tiles, chunk_size)
+
+    # ------------------------------------------------------------------ sequence assembly
+    def embed_multimodal(self, input_ids: torch.Tensor, visual_features: list[torch.Tensor]) -> torch.Tensor:
+        """Replace each ``IMAGE_TOKEN_INDEX`` in ``input_ids`` by the next visual block.
+
+        Args:
+            input_ids: ``(L,)`` or ``(1, L)`` ids with ``-200`` placeholders.
+            visual_features: one ``(n_i, D)`` block per placeholder, in order.
+
+        Returns:
+            ``(1, L - k + sum n_i, D)`` input embeddings.
+        """
+        ids = input_ids.reshape(-1)
+        positions = (ids == IMAGE_TOKEN_INDEX).nonzero().flatten().tolist()
+        if len(positions) != len(visual_features):
+            raise InputMismatchError(
+                f"visual placeholders: {len(positions)}, visual inputs: {len(visual_features)}; "
+                "put one <image> in the prompt per image or video"
+            )
+        embed = self.get_input_embeddings()
+        pieces: list[torch.Tensor] = []
+        start = 0
+        for pos, block in zip(positions + [len(ids)], list(visual_features) + [None]):
+            text = ids[start:pos]
+            if text.numel():
+                pieces.append(embed(text.to(embed.weight.device)))
+            if block is not None:
+                pieces.append(block.to(embed.weight.device, embed.weight.dtype))
+            start = pos + 1
+        return torch.cat(pieces, dim=0).unsqueeze(0)  # (1, L', D)
+
+    # ------------------------------------------------------------------ long-sequence forward
+    def check_length(self, length: int) -> None:
+        """Raise :class:`ContextLengthError` when ``length`` exceeds the model's positions."""
+        from longva_plugins.errors import ContextLengthError
+
+        limit = getattr(self.config, "max_position_embeddings", None)
+        if getattr(self, "allow_length_extrapolation", False) or limit is None:
+            return
+        if length > limit:
+            raise ContextLengthError(
+                f"sequence of {length} tokens exceeds max_position_embeddings={limit} of this model; "
+                f"lower max_frames_num (each frame costs {self.config.tokens_per_frame} tokens) or set "
+                "allow_length_extrapolation=True to run past it deliberately"
+            )
+
+    @torch.no_grad()
+    def prefill(self, inputs_embeds: torch.Tensor, chunk_size: int | None = None,
+                logits_positions: list[int] | None = None,
+                past_key_values: DynamicCache | None = None) -> PrefillOutput:
+        """Run the LM over ``inputs_embeds`` (1, L, D) in chunks, filling a KV cache.
+
+        Logits (float32) are computed only at ``logits_positions`` (default: the last position),
+        so memory is O(L * D) rather than O(L * V).
+        """
+        if inputs_embeds.dim() != 3 or inputs_embeds.shape[0] != 1:
+            raise InputMismatchError(f"inputs_embeds must be (1, L, D); got {tuple(inputs_embeds.shape)}")
+        length = inputs_embeds.shape[1]
+        cache = past_key_values if past_key_values is not None else DynamicCache(config=self.config)
+        offset = cache.get_seq_length()
+        self.check_length(offset + length)
+        positions = list(logits_positions) if logits_positions is not None else [length - 1]
+        for p in positions:
+            if not 0 <= p < length:
+                raise InputMismatchError(f"logits position {p} outside the sequence of length {length}")
+        chunk = chunk_size or max(length, 1)
+        wanted = torch.tensor(positions, dtype=torch.long)
+        rows: list[torch.Tensor] = []
+        order: list[torch.Tensor] = []
+        for start in range(0, length, chunk):
+            end = min(start + chunk, length)
+            piece = inputs_embeds[:, start:end].to(self.model.embed_tokens.weight.device)
+            cache_position = torch.arange(offset + start, offset + end, device=piece.device)
+            hidden = self.model(
+                inputs_embeds=piece,
+                past_key_values=cache,
+                use_cache=True,
+                cache_position=cache_position,
+                position_ids=cache_position.unsqueeze(0),
+            ).last_hidden_state  # (1, end-start, D)
+            in_chunk = ((wanted >= start) & (wanted < end)).nonzero().flatten()
+            if in_chunk.numel():
+                local = (wanted[in_chunk] - start).to(hidden.device)
+                rows.append(self.lm_head(hidden[0, local]).float())  # (k, V)
+                order.append(in_chunk)
+        logits = torch.cat(rows)[torch.argsort(torch.cat(order))] if rows else torch.empty(0, self.config.vocab_size)
+        return PrefillOutput(past_key_values=cache, logits=logits, positions=positions)
+
+    def masked_argmax(self, logits: torch.Tensor) -> torch.Tensor:
+        """Argmax over the valid vocabulary (ids below ``valid_vocab_size``)."""
+        if self.valid_vocab_size is not None and self.valid_vocab_size < logits.shape[-1]:
+            logits = logits[..., : self.valid_vocab_size]
+        return logits.argmax(dim=-1)
+
+    @torch.no_grad()
+    def score_continuation(self, prefix_embeds: torch.Tensor, continuation_ids: torch.Tensor,
+                           chunk_size: int | None = None) -> ScoreOutput:
+        """Teacher-forced scoring of ``continuation_ids`` after ``prefix_embeds`` (1, P, D).
+
+        One forward pass over prefix + continuation; logits only at positions P-1 .. P+n-2
+        (the rows that predict the continuation). This is the V-NIAH "perplexity based" check
+        and lmms-eval's loglikelihood.
+        """
+        cont = continuation_ids.reshape(-1)
+        if cont.numel() == 0:
+            raise InputMismatchError("continuation is empty: nothing to score")
+        cont_embeds = self.get_input_embeddings()(cont.to(self.model.embed_tokens.weight.device)).unsqueeze(0)
+        full = torch.cat([prefix_embeds.to(cont_embeds.device, cont_embeds.dtype), cont_embeds], dim=1)
+        p = prefix_embeds.shape[1]
+        positions = list(range(p - 1, p - 1 + cont.numel()))
+        logits = self.prefill(full, chunk_size=chunk_size, logits_positions=positions).logits  # (n, V)
+        logprobs = torch.log_softmax(logits, dim=-1)
+        target = cont.to(logits.device)
+        token_logprobs = logprobs.gather(-1, target[:, None]).squeeze(-1)
+        argmax_ids = self.masked_argmax(logits)
+        nll_sum = float(-token_logprobs.sum())
+        return ScoreOutput(
+            span_logits=logits,
+            token_logprobs=token_logprobs,
+            argmax_ids=argmax_ids,
+            nll_sum=nll_sum,
+            nll_mean=nll_sum / cont.numel(),
+            greedy_match=bool((argmax_ids == target).all()),
+        )
+
+    @torch.no_grad()
+    def generate_from_embeds(self, inputs_embeds: torch.Tensor, max_new_tokens: int = 128,
+                             prefill_chunk_size: int | None = None, **generation_kwargs) -> torch.Tensor:
+        """Generate after ``inputs_embeds`` (1, L, D) with transformers' ``generate``.
+
+        With ``prefill_chunk_size``, the prompt except its last position is first prefilled in
+        chunks (bounded memory for long videos); ``generate`` then continues from that cache.
+        Ids at or above ``valid_vocab_size`` are never produced. Returns the new ids ``(1, n)``.
+        """
+        from transformers import LogitsProcessorList
+
+        processors = LogitsProcessorList(generation_kwargs.pop("logits_processor", None) or [])
+        if self.valid_vocab_size is not None and self.valid_vocab_size < self.config.vocab_size:
+            processors.append(_SuppressInvalidIds(self.valid_vocab_size))
+        length = inputs_embeds.shape[1]
+        self.check_length(length + max_new_tokens)
+        embeds = inputs_embeds.to(self.model.embed_tokens.weight.device, self.dtype)
+        attention = torch.ones(1, length, dtype=torch.long, device=embeds.device)
+        if prefill_chunk_size and length > prefill_chunk_size:
+            cache = self.prefill(embeds[:, :-1], chunk_size=prefill_chunk_size).past_key_values
+            generation_kwargs["past_key_values"] = cache
+        return self.generate(
+            inputs_embeds=embeds,
+            attention_mask=attention,
+            max_new_tokens=max_new_tokens,
+            logits_processor=processors,
+            **generation_kwargs,
+        )
+
+
+class _SuppressInvalidIds:
+    """Logits processor: ids >= ``limit`` (padding rows of the embedding matrix) never win."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+
+    def __call__(self, input_ids, scores):
+        scores[:, self.limit :] = -float("inf")
+        return scores
+
+
+__all__ = [
+    "IMAGE_TOKEN_INDEX",
+    "LongVAForCausalLM",
+    "LongVAProjector",
+    "LongVAVisionTower",
+    "PrefillOutput",
+    "ScoreOutput",
+]

@@ -1,0 +1,248 @@
+"""LongVA input processing: CLIP preprocessing, UniRes/anyres tiling and the ``qwen_1_5`` prompt.
+
+Preprocessing reproduces the reference (OpenAI CLIP via the slow ``CLIPImageProcessor`` of
+transformers 4.40 on Pillow) number for number: PIL bicubic resize of the shortest edge to 336,
+centre crop, ``uint8 -> float64 * 1/255 -> float32``, then ``(x - mean) / std`` in float32. It is
+written out here (a few lines of PIL and numpy) because transformers' processors changed their
+resampling back-ends between versions; the golden tests pin the numbers.
+
+Modes:
+    ``crop``  video frames (shortest edge -> 336, centre crop).
+    ``pad``   V-NIAH haystack frames and needles: expand to a square filled with the CLIP mean
+              colour first (reference ``expand2square``), then as ``crop``.
+    anyres    images: best canvas from ``image_grid_pinpoints``, aspect-preserving resize (ceil),
+              pasted centred on black, cut into 336 px tiles row-major, base thumbnail first.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+from longva_plugins.errors import ConfigError, ContextLengthError, InputMismatchError
+from longva_plugins.models.longva.modeling_longva import IMAGE_TOKEN_INDEX
+
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+DEFAULT_SYSTEM = "You are a helpful assistant."
+IMAGE_PLACEHOLDER = "<image>"
+
+
+def select_best_resolution(size_wh: tuple[int, int], pinpoints: Sequence[Sequence[int]]) -> tuple[int, int]:
+    """The ``(width, height)`` canvas that keeps the most of the image (LLaVA-NeXT anyres rule).
+
+    Maximise the effective resolution (area of the image scaled to fit, capped at the original
+    area); ties go to the least wasted canvas area; the first candidate wins remaining ties.
+    """
+    width, height = size_wh
+    best, best_effective, best_wasted = None, -1, math.inf
+    for cand_w, cand_h in pinpoints:
+        scale = min(cand_w / width, cand_h / height)
+        effective = min(int(width * scale) * int(height * scale), width * height)
+        wasted = cand_w * cand_h - effective
+        if effective > best_effective or (effective == best_effective and wasted < best_wasted):
+            best, best_effective, best_wasted = (int(cand_w), int(cand_h)), effective, wasted
+    if best is None:
+        raise ConfigError("image_grid_pinpoints is empty: the checkpoint config lists no anyres canvas")
+    return best
+
+
+def _to_pil(image) -> Image.Image:
+    if isinstance(image, Image.Image):
+        return image.convert("RGB")
+    array = np.asarray(image)
+    if array.dtype != np.uint8 or array.ndim != 3 or array.shape[-1] != 3:
+        raise InputMismatchError(f"expected an RGB uint8 array (H, W, 3); got dtype {array.dtype}, shape {array.shape}")
+    return Image.fromarray(array, "RGB")
+
+
+def expand_to_square(image: Image.Image, fill: tuple[int, int, int]) -> Image.Image:
+    """Pad the short side so the image becomes square, content centred (reference expand2square)."""
+    width, height = image.size
+    if width == height:
+        return image
+    side = max(width, height)
+    canvas = Image.new(image.mode, (side, side), fill)
+    canvas.paste(image, ((side - width) // 2, (side - height) // 2))
+    return canvas
+
+
+class LongVAImageProcessor:
+    """CLIP preprocessing as LongVA's reference runs it (see the module docstring)."""
+
+    def __init__(self, size: int = 336, mean: Sequence[float] = CLIP_MEAN, std: Sequence[float] = CLIP_STD):
+        self.size = size
+        self.mean = np.asarray(mean, dtype=np.float32)
+        self.std = np.asarray(std, dtype=np.float32)
+
+    @property
+    def fill_colour(self) -> tuple[int, int, int]:
+        return tuple(int(m * 255) for m in self.mean.tolist())
+
+    def _resize_crop(self, image: Image.Image) -> np.ndarray:
+        width, height = image.size
+        short, long = (width, height) if width <= height else (height, width)
+        new_short, new_long = self.size, int(self.size * long / short)
+        new_size = (new_short, new_long) if width <= height else (new_long, new_short)
+        if new_size != image.size:
+            image = image.resize(new_size, Image.BICUBIC)
+        array = np.asarray(image)
+        top = (array.shape[0] - self.size) // 2
+        left = (array.shape[1] - self.size) // 2
+        return array[top : top + self.size, left : left + self.size]
+
+    def _normalise(self, array: np.ndarray) -> np.ndarray:
+        scaled = (array.astype(np.float64) * (1 / 255)).astype(np.float32)
+        return ((scaled - self.mean) / self.std).transpose(2, 0, 1)  # (3, S, S)
+
+    def __call__(self, images: Iterable, mode: str = "crop") -> torch.Tensor:
+        """Preprocess images/frames -> ``(N, 3, S, S)`` float32. ``mode`` is ``crop`` or ``pad``."""
+        if mode not in ("crop", "pad"):
+            raise ConfigError(f"preprocessing mode {mode!r} is not supported; use 'crop' or 'pad'")
+        out = []
+        for image in images:
+            pil = _to_pil(image)
+            if mode == "pad":
+                pil = expand_to_square(pil, self.fill_colour)
+            out.append(self._normalise(self._resize_crop(pil)))
+        if not out:
+            raise InputMismatchError("no image or frame to preprocess")
+        return torch.from_numpy(np.stack(out))
+
+    def anyres(self, image, pinpoints: Sequence[Sequence[int]]) -> tuple[torch.Tensor, tuple[int, int]]:
+        """UniRes/anyres tiles -> ``((1 + gh*gw, 3, S, S), (gh, gw))``, base thumbnail first."""
+        pil = _to_pil(image)
+        target_w, target_h = select_best_resolution(pil.size, pinpoints)
+        scale_w, scale_h = target_w / pil.width, target_h / pil.height
+        if scale_w < scale_h:
+            new_w, new_h = target_w, min(math.ceil(pil.height * scale_w), target_h)
+        else:
+            new_w, new_h = min(math.ceil(pil.width * scale_h), target_w), target_h
+        canvas = Image.new("RGB", (target_w, target_h), (0, 0, 0))
+        canvas.paste(pil.resize((new_w, new_h)), ((target_w - new_w) // 2, (target_h - new_h) // 2))
+        tiles = [
+            canvas.crop((left, top, left + self.size, top + self.size))
+            for top in range(0, target_h, self.size)
+            for left in range(0, target_w, self.size)
+        ]
+        base = pil.resize((self.size, self.size))
+        grid = (target_h // self.size, target_w // self.size)
+        return self([base] + tiles, mode="crop"), grid
+
+
+class LongVAProcessor:
+    """Tokenizer + image processing + the ``qwen_1_5`` chat template for LongVA.
+
+    Args:
+        tokenizer: a Qwen2 tokenizer (``<|im_start|>``, ``<|im_end|>``, ``<|endoftext|>``).
+        image_processor: a :class:`LongVAImageProcessor`.
+        image_grid_pinpoints: anyres canvases (from the checkpoint config).
+        max_length: refuse prompts longer than this (never truncate silently); ``None`` = no limit.
+    """
+
+    def __init__(self, tokenizer, image_processor: LongVAImageProcessor | None = None,
+                 image_grid_pinpoints: Sequence[Sequence[int]] | None = None, max_length: int | None = None):
+        self.tokenizer = tokenizer
+        self.image_processor = image_processor or LongVAImageProcessor()
+        self.image_grid_pinpoints = [list(p) for p in (image_grid_pinpoints or [])]
+        self.max_length = max_length
+
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike, **tokenizer_kwargs) -> "LongVAProcessor":
+        """Load the tokenizer and the anyres canvases of a checkpoint folder or hub id."""
+        from transformers import AutoTokenizer
+
+        from longva_plugins.models.longva.configuration_longva import LongVAConfig
+
+        tokenizer = AutoTokenizer.from_pretrained(os.fspath(path), **tokenizer_kwargs)
+        config = LongVAConfig.from_pretrained(os.fspath(path))
+        size, mean, std = 336, CLIP_MEAN, CLIP_STD
+        pre = Path(os.fspath(path)) / "preprocessor_config.json"
+        if pre.is_file():  # the released checkpoints ship none; OpenAI CLIP values are the default
+            data = json.loads(pre.read_text())
+            size = data.get("crop_size", {}).get("height", size) if isinstance(data.get("crop_size"), dict) else size
+            mean, std = data.get("image_mean", mean), data.get("image_std", std)
+        return cls(tokenizer, LongVAImageProcessor(size, mean, std), config.image_grid_pinpoints)
+
+    # ------------------------------------------------------------------ visual inputs
+    def preprocess_frames(self, frames, mode: str = "crop") -> torch.Tensor:
+        """Video frames ``(F, H, W, 3)`` uint8 (or a list of PIL images) -> ``(F, 3, 336, 336)``."""
+        return self.image_processor(frames, mode=mode)
+
+    def preprocess_anyres(self, image) -> tuple[torch.Tensor, tuple[int, int]]:
+        """An image -> ``(pixel_values (1 + gh*gw, 3, 336, 336), (gh, gw))``."""
+        if not self.image_grid_pinpoints:
+            raise ConfigError("this checkpoint has no image_grid_pinpoints; anyres images need them")
+        return self.image_processor.anyres(image, self.image_grid_pinpoints)
+
+    def select_best_resolution(self, size_wh, pinpoints=None) -> tuple[int, int]:
+        return select_best_resolution(size_wh, pinpoints or self.image_grid_pinpoints)
+
+    # ------------------------------------------------------------------ text
+    def build_prompt(self, question: str, system: str = DEFAULT_SYSTEM, with_image: bool = True) -> str:
+        """The single-turn ``qwen_1_5`` prompt, ending where the assistant starts answering."""
+        user = f"{IMAGE_PLACEHOLDER}\n{question}" if with_image and IMAGE_PLACEHOLDER not in question else question
+        return self.apply_chat_template([{"role": "user", "content": user}], system=system)
+
+    def apply_chat_template(self, messages: Sequence[dict], system: str = DEFAULT_SYSTEM,
+                            add_generation_prompt: bool = True) -> str:
+        """ChatML (``qwen_1_5``): ``messages`` is a list of ``{"role": user|assistant, "content"}``."""
+        parts = [f"<|im_start|>system\n{system}<|im_end|>\n"] if system is not None else []
+        for message in messages:
+            role = message["role"]
+            if role not in ("user", "assistant", "system"):
+                raise InputMismatchError(f"unknown chat role {role!r}; use 'user' or 'assistant'")
+            parts.append(f"<|im_start|>{role}\n{message['content']}<|im_end|>\n")
+        if add_generation_prompt:
+            parts.append("<|im_start|>assistant\n")
+        return "".join(parts)
+
+    def tokenize(self, prompt: str) -> torch.Tensor:
+        """Token ids ``(L,)`` with :data:`IMAGE_TOKEN_INDEX` at each ``<image>``.
+
+        The text on each side of ``<image>`` is tokenised separately, as the reference does
+        (joining them would merge "\\n\\n" into one token). Never truncates.
+        """
+        ids: list[int] = []
+        for i, chunk in enumerate(prompt.split(IMAGE_PLACEHOLDER)):
+            if i:
+                ids.append(IMAGE_TOKEN_INDEX)
+            if chunk:
+                ids.extend(self.tokenizer(chunk, add_special_tokens=False)["input_ids"])
+        if self.max_length is not None and len(ids) > self.max_length:
+            raise ContextLengthError(
+                f"prompt has {len(ids)} tokens, more than max_length={self.max_length}; shorten the question"
+            )
+        return torch.tensor(ids, dtype=torch.long)
+
+    def decode(self, ids, skip_special_tokens: bool = True) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=skip_special_tokens)
+
+    @property
+    def eos_token_id(self) -> int:
+        return self.tokenizer.convert_tokens_to_ids("<|im_end|>")
+
+    @property
+    def pad_token_id(self) -> int:
+        return self.tokenizer.convert_tokens_to_ids("<|endoftext|>")
+
+    def __len__(self) -> int:
+        return len(self.tokenizer)
+
+
+__all__ = [
+    "CLIP_MEAN",
+    "CLIP_STD",
+    "DEFAULT_SYSTEM",
+    "LongVAImageProcessor",
+    "LongVAProcessor",
+    "expand_to_square",
+    "select_best_resolution",
+]
