@@ -1,0 +1,293 @@
+"""The ``longva`` model for lmms-eval: thin glue between lmms-eval requests and the LongVA model.
+
+Registered through the ``lmms_eval.models`` entry point (model id ``longva``, alias ``longva_hf``)
+and used as::
+
+    lmms-eval eval --model longva --model_args pretrained=lmms-lab/LongVA-7B,max_frames_num=128 \
+        --tasks longva_videomme
+
+It accepts the model_args of lmms-eval's built-in LongVA adapter, with LongVA's real defaults
+(``conv_template=qwen_1_5``, bf16 on CUDA / fp32 on CPU). All model maths lives in
+:mod:`longva_plugins.models.longva`; visual inputs are turned into embedding blocks by
+:mod:`longva_plugins.adapter.visuals`.
+
+A sample whose media cannot be read (missing, corrupt, zero-frame video; undecodable image) or
+whose prompt exceeds the context gets an empty answer (loglikelihood ``(inf, False)``), is logged
+with the file name and counted in :attr:`LongVA.failures`; the run goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+import torch
+from lmms_eval.api.instance import Instance
+from lmms_eval.api.model import lmms
+from tqdm import tqdm
+
+from longva_plugins.adapter.visuals import VisualInputError, encode_visuals
+from longva_plugins.errors import ConfigError, ContextLengthError, LongVAError
+
+logger = logging.getLogger(__name__)
+
+CHATML_TEMPLATES = ("qwen_1_5", "qwen_2", "chatml")
+#: model_args of the built-in adapter that have no effect here, accepted for drop-in use.
+ACCEPTED_NOOP_ARGS = ("truncation", "truncate_context", "model_name", "use_cache", "customized_config", "token_strategy")
+
+
+def _as_bool(value) -> bool:
+    return value if isinstance(value, bool) else str(value).lower() in ("1", "true", "yes")
+
+
+class LongVA(lmms):
+    """LongVA for lmms-eval (generate_until, loglikelihood, generate_until_multi_round).
+
+    Args:
+        pretrained: checkpoint folder or hub id (``lmms-lab/LongVA-7B``).
+        device: ``cuda``, ``cuda:N`` or ``cpu`` (default: CUDA when available; under torchrun the
+            local rank's GPU).
+        device_map: ``auto`` to spread the model over all visible GPUs.
+        torch_dtype / dtype: ``bfloat16`` (CUDA default), ``float32`` (CPU default), ``float16``.
+        attn_implementation: any transformers attention name (``sdpa``, ``eager``,
+            ``flash_attention_2``, or a registered ring-attention name).
+        conv_template: ``qwen_1_5`` (LongVA's; ChatML). Other templates are refused.
+        max_frames_num: frames sampled uniformly per video (reference ``linspace`` rule).
+        max_fps: optional cap on sampled frames per second.
+        video_decode_backend: ``pyav`` (default), ``decord``, ``torchcodec`` or a plugin's name.
+        mm_spatial_pool_stride / mm_spatial_pool_mode: override the checkpoint's pooling.
+        encode_chunk_size: frames per CLIP batch. prefill_chunk_size: tokens per prefill chunk.
+        system_prompt: system message (default ``You are a helpful assistant.``).
+        peft: a PEFT adapter folder to apply on top of ``pretrained``.
+    """
+
+    is_simple = True
+
+    def __init__(self, pretrained: str = "lmms-lab/LongVA-7B", device: str | None = None, device_map: str | None = None,
+                 batch_size: int | str = 1, torch_dtype: str | None = None, dtype: str | None = None,
+                 attn_implementation: str | None = None, conv_template: str = "qwen_1_5", max_frames_num: int = 32,
+                 max_fps: float | None = None, video_decode_backend: str | None = None,
+                 mm_spatial_pool_stride: int | None = None, mm_spatial_pool_mode: str | None = None,
+                 encode_chunk_size: int = 16, prefill_chunk_size: int | None = None, system_prompt: str | None = None,
+                 peft: str | None = None, allow_length_extrapolation: bool = False, **kwargs) -> None:
+        super().__init__()
+        from longva_plugins.models.longva import LongVAForCausalLM, LongVAProcessor
+        from longva_plugins.models.longva.processing_longva import DEFAULT_SYSTEM
+
+        for name in list(kwargs):
+            if name in ACCEPTED_NOOP_ARGS:
+                kwargs.pop(name)
+        if kwargs:
+            logger.warning("longva: ignoring unknown model_args %s", ", ".join(f"{k}={v}" for k, v in kwargs.items()))
+        if conv_template not in CHATML_TEMPLATES:
+            raise ConfigError(
+                f"conv_template={conv_template!r} is not LongVA's prompt format; LongVA-7B was trained with "
+                f"qwen_1_5 (ChatML). Use one of {', '.join(CHATML_TEMPLATES)}."
+            )
+        self._rank = int(os.environ.get("RANK", 0))
+        self._world_size = int(os.environ.get("WORLD_SIZE", 1))
+        local_rank = int(os.environ.get("LOCAL_RANK", 0))
+        if device is None:
+            device = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
+        elif device == "cuda" and self._world_size > 1:
+            device = f"cuda:{local_rank}"
+        load_map = device_map if device_map == "auto" else (None if str(device).startswith("cpu") else device)
+        self.model = LongVAForCausalLM.from_pretrained(
+            pretrained, torch_dtype=torch_dtype or dtype, device_map=load_map, attn_implementation=attn_implementation
+        )
+        if peft:
+            self.model = _apply_peft(self.model, peft)
+        if load_map is None:
+            self.model.to(device)
+        self._device = torch.device(device) if device_map != "auto" else self.model.model.embed_tokens.weight.device
+        self.processor = LongVAProcessor.from_pretrained(pretrained)
+        self.model.valid_vocab_size = len(self.processor)
+        self.model.allow_length_extrapolation = _as_bool(allow_length_extrapolation)
+        if mm_spatial_pool_stride is not None:
+            self.model.config.mm_spatial_pool_stride = int(mm_spatial_pool_stride)
+        if mm_spatial_pool_mode is not None:
+            self.model.config.mm_spatial_pool_mode = mm_spatial_pool_mode
+        self.batch_size_per_gpu = int(batch_size) if str(batch_size).isdigit() else 1
+        self.max_frames_num = int(max_frames_num)
+        self.max_fps = float(max_fps) if max_fps is not None else None
+        self.video_decode_backend = video_decode_backend
+        self.encode_chunk_size = int(encode_chunk_size)
+        self.prefill_chunk_size = int(prefill_chunk_size) if prefill_chunk_size else None
+        self.system_prompt = system_prompt if system_prompt is not None else DEFAULT_SYSTEM
+        #: ``(task, doc_id, message)`` for every sample answered empty because of bad input.
+        self.failures: list[tuple[str, Any, str]] = []
+        if self._world_size > 1 and not torch.distributed.is_initialized() and os.environ.get("MASTER_ADDR"):
+            from accelerate import Accelerator
+
+            self.accelerator = Accelerator()
+
+    # ------------------------------------------------------------------ lmms-eval properties
+    @property
+    def device(self) -> torch.device:
+        return self._device
+
+    @property
+    def batch_size(self) -> int:
+        return self.batch_size_per_gpu
+
+    @property
+    def tokenizer(self):
+        return self.processor.tokenizer
+
+    # ------------------------------------------------------------------ request helpers
+    def _doc(self, task, split, doc_id):
+        return self.task_dict[task][split][doc_id]
+
+    def _visuals(self, doc_to_visual, task, split, doc_id) -> list:
+        if doc_to_visual is None:
+            return []
+        visuals = doc_to_visual(self._doc(task, split, doc_id))
+        if visuals is None:
+            return []
+        flat = []
+        for item in visuals if isinstance(visuals, (list, tuple)) else [visuals]:
+            flat.extend(item if isinstance(item, (list, tuple)) else [item])
+        return flat
+
+    def _prompt_embeds(self, messages: list[dict], blocks: list[torch.Tensor]) -> torch.Tensor:
+        prompt = self.processor.apply_chat_template(messages, system=self.system_prompt)
+        ids = self.processor.tokenize(prompt)
+        embeds = self.model.embed_multimodal(ids, blocks)
+        self.model.check_length(embeds.shape[1])
+        return embeds
+
+    def _user_message(self, context: str, n_blocks: int) -> dict:
+        if n_blocks and "<image>" not in context:
+            context = " ".join(["<image>"] * n_blocks) + "\n" + context
+        return {"role": "user", "content": context}
+
+    def _record_failure(self, task, doc_id, exc: Exception) -> None:
+        message = f"{type(exc).__name__}: {exc}"
+        self.failures.append((task, doc_id, message))
+        logger.warning("longva: %s doc %s answered empty: %s", task, doc_id, message)
+
+    def _report_failures(self, kind: str, start: int) -> None:
+        new = self.failures[start:]
+        if new:
+            logger.warning(
+                "longva: %d of this run's %s samples had unusable input and were answered empty (scored as wrong): %s",
+                len(new), kind, "; ".join(f"{t}/{d}: {m}" for t, d, m in new[:20]) + (" ..." if len(new) > 20 else ""),
+            )
+
+    def _encode(self, visuals) -> list[torch.Tensor]:
+        return encode_visuals(self, visuals)
+
+    def _generate(self, embeds: torch.Tensor, gen_kwargs: dict) -> str:
+        kwargs = dict(gen_kwargs)
+        until = kwargs.pop("until", None) or []
+        if isinstance(until, str):
+            until = [until]
+        max_new_tokens = int(kwargs.pop("max_new_tokens", 1024))
+        temperature = float(kwargs.pop("temperature", 0) or 0)
+        do_sample = bool(kwargs.pop("do_sample", temperature > 0)) and temperature > 0
+        top_p = kwargs.pop("top_p", None)
+        num_beams = int(kwargs.pop("num_beams", 1) or 1)
+        extra = {k: kwargs[k] for k in ("repetition_penalty", "top_k", "length_penalty") if k in kwargs}
+        if do_sample:
+            extra.update(temperature=temperature, **({"top_p": top_p} if top_p is not None else {}))
+        new_ids = self.model.generate_from_embeds(
+            embeds, max_new_tokens=max_new_tokens, prefill_chunk_size=self.prefill_chunk_size, do_sample=do_sample,
+            num_beams=num_beams, eos_token_id=self.processor.eos_token_id, pad_token_id=self.processor.pad_token_id,
+            **extra,
+        )
+        text = self.processor.decode(new_ids[0].tolist(), skip_special_tokens=True)
+        for stop in until:
+            if stop and stop in text:
+                text = text.split(stop)[0]
+        return text.strip()
+
+    # ------------------------------------------------------------------ lmms-eval API
+    def generate_until(self, requests: list[Instance]) -> list[str]:
+        results: list[str] = []
+        start = len(self.failures)
+        for request in tqdm(requests, disable=self.rank != 0, desc="longva generate"):
+            context, gen_kwargs, doc_to_visual, doc_id, task, split = request.args
+            try:
+                blocks = self._encode(self._visuals(doc_to_visual, task, split, doc_id))
+                embeds = self._prompt_embeds([self._user_message(context, len(blocks))], blocks)
+            except (VisualInputError, ContextLengthError, LongVAError) as exc:
+                self._record_failure(task, doc_id, exc)
+                results.append("")
+                continue
+            results.append(self._generate(embeds, gen_kwargs or {}))
+        self._report_failures("generate_until", start)
+        return results
+
+    def loglikelihood(self, requests: list[Instance]) -> list[tuple[float, bool]]:
+        """Teacher-forced: ``(mean negative log-likelihood, continuation is the greedy argmax)``."""
+        results: list[tuple[float, bool]] = []
+        start = len(self.failures)
+        for request in tqdm(requests, disable=self.rank != 0, desc="longva loglikelihood"):
+            context, doc_to_target, doc_to_visual, doc_id, task, split = request.args
+            continuation = doc_to_target if isinstance(doc_to_target, str) else doc_to_target(self._doc(task, split, doc_id))
+            try:
+                blocks = self._encode(self._visuals(doc_to_visual, task, split, doc_id))
+                embeds = self._prompt_embeds([self._user_message(context, len(blocks))], blocks)
+                cont_ids = self.processor.tokenize(str(continuation))
+                if cont_ids.numel() == 0:
+                    raise ConfigError(f"empty continuation {continuation!r}")
+                self.model.check_length(embeds.shape[1] + cont_ids.numel())
+            except (VisualInputError, ContextLengthError, LongVAError) as exc:
+                self._record_failure(task, doc_id, exc)
+                results.append((float("inf"), False))
+                continue
+            score = self.model.score_continuation(embeds, cont_ids, chunk_size=self.prefill_chunk_size)
+            results.append((score.nll_mean, score.greedy_match))
+        self._report_failures("loglikelihood", start)
+        return results
+
+    def generate_until_multi_round(self, requests: list[Instance]) -> list[list[str]]:
+        """Multi-turn: each round's question is appended to the real conversation history."""
+        results: list[list[str]] = []
+        start = len(self.failures)
+        for request in tqdm(requests, disable=self.rank != 0, desc="longva multi-round"):
+            context, gen_kwargs, doc_to_visual, doc_to_text, doc_id, task, split = request.args
+            doc = self._doc(task, split, doc_id)
+            answers: list[str] = []
+            try:
+                blocks = self._encode(self._visuals(doc_to_visual, task, split, doc_id))
+            except (VisualInputError, LongVAError) as exc:
+                self._record_failure(task, doc_id, exc)
+                results.append([""])
+                continue
+            messages = [self._user_message(context, len(blocks))]
+            round_info = None
+            for round_idx in range(64):  # a task signals the end; 64 rounds is a safety stop
+                if round_idx:
+                    visuals, context, terminal, _, round_info = doc_to_text(
+                        doc, previous_output=answers, round_idx=round_idx, previous_round_info=round_info
+                    )
+                    if terminal:
+                        break
+                    messages += [{"role": "assistant", "content": answers[-1]}, {"role": "user", "content": context}]
+                try:
+                    embeds = self._prompt_embeds(messages, blocks)
+                except (ContextLengthError, LongVAError) as exc:
+                    self._record_failure(task, doc_id, exc)
+                    break
+                answers.append(self._generate(embeds, gen_kwargs or {}))
+            results.append(answers or [""])
+        self._report_failures("generate_until_multi_round", start)
+        return results
+
+
+def _apply_peft(model, adapter_dir: str):
+    """Apply a PEFT adapter (and the non-LoRA trainables saved beside it) and merge it."""
+    try:
+        from longva_plugins.training.peft_utils import load_adapter_into
+    except ImportError:
+        load_adapter_into = None
+    if load_adapter_into is not None:
+        return load_adapter_into(model, adapter_dir, merge=True)
+    from peft import PeftModel
+
+    return PeftModel.from_pretrained(model, adapter_dir).merge_and_unload()
+
+
+__all__ = ["LongVA"]

@@ -1,0 +1,12 @@
+"""Fixtures shared by the end-to-end tests."""
+
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint():
+    from longva_plugins.models.longva import ensure_tiny_checkpoint
+
+    return ensure_tiny_checkpoint()
