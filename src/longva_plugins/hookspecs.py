@@ -81,8 +81,8 @@ def longva_needle_sets():
 def longva_haystacks():
     """Contribute named V-NIAH haystacks.
 
-    :return: a mapping ``{name: factory}`` where ``factory(num_frames, seed)`` returns a
-        ``(num_frames, H, W, 3)`` uint8 array sampled at 1 FPS, or ``None``.
+    :return: a mapping ``{name: factory}`` where ``factory()`` returns a
+        :class:`longva_plugins.vniah.haystack.Haystack` (1-FPS frames on demand), or ``None``.
     """
 
 

@@ -227,7 +227,12 @@ class LongVA(lmms):
             context, doc_to_target, doc_to_visual, doc_id, task, split = request.args
             continuation = doc_to_target if isinstance(doc_to_target, str) else doc_to_target(self._doc(task, split, doc_id))
             try:
-                blocks = self._encode(self._visuals(doc_to_visual, task, split, doc_id))
+                visuals = self._visuals(doc_to_visual, task, split, doc_id)
+                scorer = next((v for v in visuals if hasattr(v, "longva_loglikelihood")), None)
+                if scorer is not None:  # the visual scores itself (V-NIAH: cached, resumable cells)
+                    results.append(scorer.longva_loglikelihood(self.model, self.processor, str(continuation)))
+                    continue
+                blocks = self._encode(visuals)
                 embeds = self._prompt_embeds([self._user_message(context, len(blocks))], blocks)
                 cont_ids = self.processor.tokenize(str(continuation))
                 if cont_ids.numel() == 0:

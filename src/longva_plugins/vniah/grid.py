@@ -1,0 +1,85 @@
+"""The V-NIAH grid (frames x depths x needles) and the reference insertion rule."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from longva_plugins.errors import ConfigError
+
+PAPER_DEPTHS = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+
+
+@dataclass(frozen=True)
+class GridSpec:
+    """Frame counts ``range(frames_min, frames_max + 1, frames_step)`` x ``depths``."""
+
+    frames_min: int
+    frames_max: int
+    frames_step: int
+    depths: tuple[float, ...]
+
+    def __post_init__(self):
+        if self.frames_min < 1 or self.frames_step < 1 or self.frames_max < self.frames_min:
+            raise ConfigError(f"invalid V-NIAH frame range {self.frames_min}..{self.frames_max} step {self.frames_step}")
+        bad = [d for d in self.depths if not 0.0 <= d <= 1.0]
+        if bad or not self.depths:
+            raise ConfigError(f"V-NIAH depths must lie in [0, 1]; got {list(self.depths)}")
+
+    @property
+    def frame_counts(self) -> list[int]:
+        return list(range(self.frames_min, self.frames_max + 1, self.frames_step))
+
+
+PRESETS = {
+    # The paper: 200..3000 step 200 (15 values) x 6 depths (x 5 needles).
+    "paper": GridSpec(200, 3000, 200, PAPER_DEPTHS),
+    # Quick default that runs on the tiny checkpoint on a laptop CPU.
+    "small": GridSpec(4, 16, 4, (0.0, 0.5, 1.0)),
+    "medium": GridSpec(50, 500, 50, PAPER_DEPTHS),
+}
+
+
+def parse_grid(spec: str | None) -> GridSpec:
+    """A preset name, or ``frames=MIN:MAX:STEP;depths=D1,D2,...``."""
+    spec = (spec or "small").strip()
+    if spec in PRESETS:
+        return PRESETS[spec]
+    try:
+        fields = dict(part.split("=", 1) for part in spec.split(";") if part)
+        lo, hi, step = (int(x) for x in fields["frames"].split(":"))
+        depths = tuple(float(x) for x in fields.get("depths", ",".join(map(str, PAPER_DEPTHS))).split(","))
+    except (KeyError, ValueError) as exc:
+        raise ConfigError(
+            f"cannot parse V-NIAH grid {spec!r}: use a preset ({', '.join(PRESETS)}) or "
+            "'frames=MIN:MAX:STEP;depths=0,0.5,1'"
+        ) from exc
+    return GridSpec(lo, hi, step, depths)
+
+
+def insertion_index(depth: float, num_frames: int) -> int:
+    """Reference rule: ``idx = int(depth * num_frames)``; the needle goes before haystack[idx]."""
+    return int(depth * num_frames)
+
+
+def layout(num_frames: int, depth: float) -> list[int | None]:
+    """Frame order of one cell: haystack indices with ``None`` where the needle sits.
+
+    ``haystack[:idx] + [needle] + haystack[idx:num_frames]``: ``num_frames + 1`` images.
+    """
+    idx = insertion_index(depth, num_frames)
+    return list(range(idx)) + [None] + list(range(idx, num_frames))
+
+
+def env_settings() -> dict:
+    """The V-NIAH configuration from the environment (documented in the README)."""
+    return {
+        "grid": os.environ.get("LONGVA_VNIAH_GRID", "small"),
+        "haystack": os.environ.get("LONGVA_VNIAH_HAYSTACK", "synthetic"),
+        "needles": os.environ.get("LONGVA_VNIAH_NEEDLES", "synthetic"),
+        "cache_dir": os.environ.get("LONGVA_VNIAH_CACHE"),
+        "train_frames": os.environ.get("LONGVA_VNIAH_TRAIN_FRAMES"),
+    }
+
+
+__all__ = ["GridSpec", "PAPER_DEPTHS", "PRESETS", "env_settings", "insertion_index", "layout", "parse_grid"]

@@ -1,0 +1,196 @@
+"""lmms-eval glue of the ``vniah`` and ``vniah_gen`` tasks (used by ``tasks/vniah/*.yaml``).
+
+Documents are grid cells built by :func:`vniah_process_docs` from the environment
+(``LONGVA_VNIAH_GRID``, ``LONGVA_VNIAH_HAYSTACK``, ``LONGVA_VNIAH_NEEDLES``, ``LONGVA_VNIAH_CACHE``).
+``doc_to_visual`` returns a :class:`VNIAHVisual`: the ``longva`` adapter asks it for its cached
+embedding block (``longva_embed``) or, for ``vniah``, for the cell's score
+(``longva_loglikelihood``: teacher-forced, resumable). For ``vniah_gen`` the visual is also a
+real path to a 1-FPS mp4 with the needle inserted, so any lmms-eval video model can run it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import string
+from pathlib import Path
+
+from longva_plugins.vniah.grid import env_settings, layout, parse_grid
+
+logger = logging.getLogger(__name__)
+
+
+def _settings() -> dict:
+    return env_settings()
+
+
+def vniah_process_docs(dataset):
+    """Replace the placeholder dataset by one document per (frames, depth, needle) cell."""
+    import datasets
+
+    from longva_plugins.vniah.needles import resolve_needles
+
+    settings = _settings()
+    grid = parse_grid(settings["grid"])
+    _, needles = resolve_needles(settings["needles"])
+    rows = [
+        {"frames": n, "depth": d, "needle_index": k, "needle_id": needle.id,
+         "question": needle.question, "answer": needle.answer,
+         "haystack": settings["haystack"], "needles": settings["needles"]}
+        for n in grid.frame_counts for d in grid.depths for k, needle in enumerate(needles)
+    ]
+    return datasets.Dataset.from_list(rows)
+
+
+class VNIAHVisual(str):
+    """A V-NIAH cell as a visual. As a ``str`` it is the path of the cell's mp4 (written on demand
+    by :meth:`materialise` for other models); the ``longva`` adapter uses the methods instead."""
+
+    def __new__(cls, doc: dict, path: str):
+        obj = super().__new__(cls, path)
+        obj.doc = dict(doc)
+        return obj
+
+    def _scorer(self, model, processor):
+        from longva_plugins.vniah.scoring import get_scorer
+
+        return get_scorer(model, processor, self.doc["haystack"], self.doc["needles"], _settings()["cache_dir"])
+
+    def longva_embed(self, model, processor):
+        return self._scorer(model, processor).cell_block(self.doc["frames"], self.doc["depth"], self.doc["needle_index"])
+
+    def longva_loglikelihood(self, model, processor, continuation: str):
+        record = self._scorer(model, processor).score(
+            self.doc["frames"], self.doc["depth"], self.doc["needle_index"], answer=continuation
+        )
+        return record["nll_mean"], bool(record["correct"])
+
+    def materialise(self) -> str:
+        """Write the cell's 1-FPS mp4 (needle inserted) if missing; return its path."""
+        if not os.path.isfile(self):
+            write_cell_video(self.doc, str(self))
+        return str(self)
+
+
+def _video_path(doc: dict) -> str:
+    from longva_plugins.vniah.cache import _key
+    from longva_plugins.models.longva.tiny import default_cache_dir
+
+    root = Path(_settings()["cache_dir"] or default_cache_dir() / "vniah")
+    key = _key(doc["haystack"], doc["needles"], doc["needle_id"], doc["frames"], doc["depth"])
+    return str(root / "videos" / f"{key[:20]}.mp4")
+
+
+def write_cell_video(doc: dict, path: str) -> None:
+    """The haystack frames with the needle inserted, as an mp4 at 1 FPS (atomic write)."""
+    import av
+    import numpy as np
+    from PIL import Image
+
+    from longva_plugins.vniah.haystack import resolve_haystack
+    from longva_plugins.vniah.needles import resolve_needles
+
+    haystack = resolve_haystack(doc["haystack"])
+    _, needles = resolve_needles(doc["needles"])
+    frames = haystack.frames(range(doc["frames"]))
+    h, w = frames.shape[1] // 2 * 2, frames.shape[2] // 2 * 2
+    needle = np.asarray(Image.fromarray(needles[doc["needle_index"]].image).resize((w, h)))
+    ordered = [needle if i is None else frames[i][:h, :w] for i in layout(doc["frames"], doc["depth"])]
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    tmp = f"{path}.{os.getpid()}.tmp.mp4"
+    with av.open(tmp, "w") as container:
+        stream = container.add_stream("mpeg4", rate=1)
+        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+        for frame in ordered:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    os.replace(tmp, path)
+
+
+def vniah_doc_to_visual(doc):
+    return [VNIAHVisual(doc, _video_path(doc))]
+
+
+def vniah_gen_doc_to_visual(doc):
+    visual = VNIAHVisual(doc, _video_path(doc))
+    visual.materialise()  # other lmms-eval models read the file
+    return [visual]
+
+
+def vniah_doc_to_text(doc, lmms_eval_specific_kwargs=None):
+    # The reference places the question right after the visual tokens; it starts with "\n".
+    return "<image>" + doc["question"]
+
+
+def vniah_doc_to_target(doc):
+    return doc["answer"]
+
+
+def _cell_fields(doc) -> dict:
+    return {"frames": doc["frames"], "depth": doc["depth"], "needle": doc["needle_id"]}
+
+
+def vniah_process_results(doc, results):
+    nll, is_greedy = results[0]
+    return {"vniah_accuracy": {**_cell_fields(doc), "correct": int(bool(is_greedy)), "nll_mean": float(nll)}}
+
+
+def normalise_answer(text: str) -> str:
+    text = text.lower().strip()
+    text = text.translate(str.maketrans("", "", string.punctuation))
+    text = re.sub(r"\b(a|an|the)\b", " ", text)
+    return " ".join(text.split())
+
+
+def vniah_gen_process_results(doc, results):
+    prediction = results[0] if isinstance(results[0], str) else str(results[0])
+    answer = normalise_answer(doc["answer"])
+    got = normalise_answer(prediction)
+    correct = int(got == answer or (bool(answer) and re.search(rf"\b{re.escape(answer)}\b", got) is not None))
+    return {"vniah_gen_accuracy": {**_cell_fields(doc), "correct": correct, "prediction": prediction}}
+
+
+def _aggregate(items, args, task: str):
+    from longva_plugins.vniah.plot import cell_scores, plot_heatmap, write_all_accuracies
+
+    scores = cell_scores(items)
+    average = sum(s["Score"] for s in scores) / len(scores) if scores else 0.0
+    summary = {"average": average, "cells": {f"frames={s['Num. Frame']},depth={s['Frame Depth']}": s["Score"] for s in scores}}
+    try:  # the only post-run hook lmms-eval offers; it must never raise
+        root = Path(getattr(args, "output_path", None) or "vniah_results")
+        out_dir = root / f"{task}_{os.getpid()}_{len(items)}cells"
+        write_all_accuracies(scores, out_dir)
+        train = _settings()["train_frames"]
+        heatmap = plot_heatmap(scores, out_dir / "heatmap.png", title=task, train_frames=float(train) if train else None)
+        summary["files"] = {"all_accuracies": str(out_dir / "all_accuracies.json"), "heatmap": str(heatmap)}
+        logger.info("V-NIAH %s: average %.3f; heatmap at %s", task, average, heatmap)
+    except Exception as exc:
+        logger.warning("V-NIAH: could not write all_accuracies.json / heatmap (%s: %s)", type(exc).__name__, exc)
+    return summary
+
+
+def vniah_aggregate(items, args=None):
+    return _aggregate(items, args, "vniah")
+
+
+def vniah_gen_aggregate(items, args=None):
+    return _aggregate(items, args, "vniah_gen")
+
+
+__all__ = [
+    "VNIAHVisual",
+    "normalise_answer",
+    "vniah_aggregate",
+    "vniah_doc_to_target",
+    "vniah_doc_to_text",
+    "vniah_doc_to_visual",
+    "vniah_gen_aggregate",
+    "vniah_gen_doc_to_visual",
+    "vniah_gen_process_results",
+    "vniah_process_docs",
+    "vniah_process_results",
+    "write_cell_video",
+]

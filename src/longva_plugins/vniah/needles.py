@@ -1,0 +1,159 @@
+"""V-NIAH needle sets: image + question + short answer, in the ``lmms-lab/v_niah_needles`` format.
+
+Sources, by name:
+
+- ``synthetic`` (built in, offline): five generated images, each a large coloured shape with a
+  word on it; every question starts with ``"\\n"``, carries a locating prompt ("Find the frame
+  with ...") and an answer-format instruction, and its answer is only visible in the needle.
+- a local folder: ``needles.jsonl`` / ``needles.json`` / ``*.parquet`` with columns
+  ``image`` (file name relative to the folder, or encoded bytes), ``question``, ``answer``.
+- ``lmms-lab/v_niah_needles`` (split ``test``) through :mod:`datasets` when the hub is reachable.
+- names contributed by plugins through the ``longva_needle_sets`` hook.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from longva_plugins.errors import DataError
+
+HUB_NEEDLES = "lmms-lab/v_niah_needles"
+
+
+@dataclass
+class Needle:
+    """One needle: an RGB image ``(H, W, 3)`` uint8, the question and the expected answer."""
+
+    image: np.ndarray
+    question: str
+    answer: str
+    id: str = ""
+
+
+_SYNTHETIC = [
+    ("circle", "red", "APPLE", (230, 30, 30)),
+    ("square", "blue", "RIVER", (30, 60, 230)),
+    ("triangle", "green", "FOREST", (30, 200, 60)),
+    ("star", "yellow", "SUN", (240, 220, 30)),
+    ("diamond", "purple", "GRAPE", (150, 40, 200)),
+]
+
+
+def _draw_shape(draw: ImageDraw.ImageDraw, shape: str, box, colour) -> None:
+    x0, y0, x1, y1 = box
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    if shape == "circle":
+        draw.ellipse(box, fill=colour)
+    elif shape == "square":
+        draw.rectangle(box, fill=colour)
+    elif shape == "triangle":
+        draw.polygon([(cx, y0), (x1, y1), (x0, y1)], fill=colour)
+    elif shape == "diamond":
+        draw.polygon([(cx, y0), (x1, cy), (cx, y1), (x0, cy)], fill=colour)
+    else:  # star
+        points = []
+        for k in range(10):
+            r = (x1 - x0) / 2 if k % 2 == 0 else (x1 - x0) / 5
+            angle = np.pi / 2 + k * np.pi / 5
+            points.append((cx + r * np.cos(angle), cy - r * np.sin(angle)))
+        draw.polygon(points, fill=colour)
+
+
+def synthetic_needles(size: tuple[int, int] = (224, 224)) -> list[Needle]:
+    """The built-in offline needle set (deterministic)."""
+    needles = []
+    w, h = size
+    for i, (shape, colour_name, word, colour) in enumerate(_SYNTHETIC):
+        image = Image.new("RGB", size, (245, 245, 240))
+        draw = ImageDraw.Draw(image)
+        _draw_shape(draw, shape, (w * 0.15, h * 0.1, w * 0.85, h * 0.8), colour)
+        draw.text((w * 0.3, h * 0.85), word, fill=(0, 0, 0))
+        question = (
+            f"\nFind the frame with a large {shape} on a white background. "
+            f"What colour is the {shape}? Answer the question using a single word or phrase."
+        )
+        needles.append(Needle(np.asarray(image), question, colour_name, id=f"synthetic-{i}-{shape}"))
+    return needles
+
+
+def _decode_image(value, root: Path) -> np.ndarray:
+    try:
+        if isinstance(value, dict) and value.get("bytes"):
+            image = Image.open(io.BytesIO(value["bytes"]))
+        elif isinstance(value, dict) and value.get("path"):
+            image = Image.open(root / value["path"])
+        elif isinstance(value, (bytes, bytearray)):
+            image = Image.open(io.BytesIO(value))
+        elif isinstance(value, Image.Image):
+            image = value
+        else:
+            image = Image.open(root / str(value))
+        return np.asarray(image.convert("RGB"))
+    except (OSError, ValueError) as exc:
+        raise DataError(f"needle image {value!r} in {root} cannot be read: {exc}") from exc
+
+
+def load_needle_folder(folder: str | os.PathLike) -> list[Needle]:
+    """Needles from a local folder (see the module docstring for the layout)."""
+    root = Path(folder)
+    rows: list[dict] = []
+    if (root / "needles.jsonl").is_file():
+        rows = [json.loads(line) for line in (root / "needles.jsonl").read_text().splitlines() if line.strip()]
+    elif (root / "needles.json").is_file():
+        rows = json.loads((root / "needles.json").read_text())
+    elif list(root.glob("*.parquet")):
+        import datasets
+
+        rows = list(datasets.load_dataset("parquet", data_files=[str(p) for p in sorted(root.glob("*.parquet"))],
+                                          split="train"))
+    else:
+        raise DataError(f"{root} has no needles.jsonl, needles.json or *.parquet with image/question/answer columns")
+    needles = []
+    for i, row in enumerate(rows):
+        missing = [k for k in ("image", "question", "answer") if k not in row]
+        if missing:
+            raise DataError(f"needle {i} in {root} lacks {', '.join(missing)}")
+        needles.append(Needle(_decode_image(row["image"], root), str(row["question"]), str(row["answer"]), id=f"{root.name}-{i}"))
+    if not needles:
+        raise DataError(f"{root} holds no needles")
+    return needles
+
+
+def load_hub_needles(name: str = HUB_NEEDLES) -> list[Needle]:
+    import datasets
+
+    try:
+        rows = datasets.load_dataset(name, split="test")
+    except Exception as exc:  # offline or missing: say what to do
+        raise DataError(
+            f"cannot load needle set {name!r} from the hub ({type(exc).__name__}); offline, download it once and "
+            "point LONGVA_VNIAH_NEEDLES at a local folder, or use the built-in 'synthetic' set"
+        ) from exc
+    return [Needle(np.asarray(r["image"].convert("RGB")), r["question"], r["answer"], id=f"hub-{i}") for i, r in enumerate(rows)]
+
+
+def resolve_needles(spec: str | None) -> tuple[str, list[Needle]]:
+    """``(identity, needles)`` for a needle-set name or folder."""
+    spec = spec or "synthetic"
+    if spec == "synthetic":
+        return "synthetic:v1", synthetic_needles()
+    from longva_plugins.plugins import get_plugin_manager
+
+    for contribution in get_plugin_manager().hook.longva_needle_sets():
+        if contribution and spec in contribution:
+            return f"plugin:{spec}", list(contribution[spec]())
+    if os.path.isdir(spec):
+        return f"folder:{os.path.abspath(spec)}", load_needle_folder(spec)
+    if spec == HUB_NEEDLES or "/" in spec:
+        return f"hub:{spec}", load_hub_needles(spec)
+    raise DataError(f"unknown needle set {spec!r}: use 'synthetic', a folder, or {HUB_NEEDLES}")
+
+
+__all__ = ["HUB_NEEDLES", "Needle", "load_hub_needles", "load_needle_folder", "resolve_needles", "synthetic_needles"]

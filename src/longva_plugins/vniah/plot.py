@@ -1,0 +1,88 @@
+"""V-NIAH results in the reference schema and the paper-style heatmap."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import defaultdict
+from pathlib import Path
+
+from longva_plugins.vniah.cache import atomic_write_bytes
+
+PAPER_COLOURS = ("#F0496E", "#EBB839", "#9ad5b3")
+
+
+def cell_scores(records) -> list[dict]:
+    """Mean correctness per (frames, depth) over needles, in the reference ``all_accuracies`` schema."""
+    groups: dict[tuple[int, float], list[int]] = defaultdict(list)
+    for r in records:
+        groups[(int(r["frames"]), float(r["depth"]))].append(int(r["correct"]))
+    return [{"Num. Frame": n, "Frame Depth": round(d * 100, 2), "Score": sum(v) / len(v)}
+            for (n, d), v in sorted(groups.items())]
+
+
+def write_all_accuracies(scores: list[dict], out_dir: str | os.PathLike) -> Path:
+    path = Path(out_dir) / "all_accuracies.json"
+    atomic_write_bytes(path, json.dumps(scores, indent=2).encode())
+    return path
+
+
+def plot_heatmap(scores: list[dict], path: str | os.PathLike, title: str = "V-NIAH",
+                 train_frames: float | None = None) -> Path:
+    """Rows = depth (0 at the top), columns = frames; red -> amber -> green, 0..1.
+
+    ``train_frames`` draws the paper's dotted line at the language model's training length in
+    frames (e.g. 224K tokens / 144 tokens per frame ~ 1555 for LongVA-7B).
+    """
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        from matplotlib.colors import LinearSegmentedColormap
+    except ImportError as exc:  # pragma: no cover - matplotlib is a dependency
+        raise ImportError("the V-NIAH heatmap needs matplotlib: pip install matplotlib") from exc
+    import numpy as np
+
+    frames = sorted({s["Num. Frame"] for s in scores})
+    depths = sorted({s["Frame Depth"] for s in scores})
+    grid = np.full((len(depths), len(frames)), np.nan)
+    for s in scores:
+        grid[depths.index(s["Frame Depth"]), frames.index(s["Num. Frame"])] = s["Score"]
+    cmap = LinearSegmentedColormap.from_list("vniah", list(PAPER_COLOURS))
+    fig, ax = plt.subplots(figsize=(max(6, 0.6 * len(frames) + 2), max(3, 0.5 * len(depths) + 1.5)))
+    image = ax.imshow(grid, cmap=cmap, vmin=0, vmax=1, aspect="auto")
+    ax.set_xticks(range(len(frames)), [str(f) for f in frames], rotation=45)
+    ax.set_yticks(range(len(depths)), [f"{d:g}" for d in depths])
+    ax.set_xlabel("Num. of Frames")
+    ax.set_ylabel("Depth Percent")
+    average = float(np.nanmean(grid)) if grid.size else float("nan")
+    ax.set_title(f"{title} (average {average:.3f})")
+    if train_frames and len(frames) > 1 and frames[0] <= train_frames <= frames[-1]:
+        x = np.interp(train_frames, frames, range(len(frames)))
+        ax.axvline(x, color="white", linestyle=":", linewidth=2)
+    fig.colorbar(image, ax=ax, label="Score")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp.png")
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path
+
+
+def load_scores(results: str | os.PathLike) -> list[dict]:
+    """Scores from an ``all_accuracies.json`` file or a folder containing one (searched recursively)."""
+    path = Path(results)
+    if path.is_dir():
+        found = sorted(path.rglob("all_accuracies.json"), key=lambda p: p.stat().st_mtime)
+        if not found:
+            from longva_plugins.errors import DataError
+
+            raise DataError(f"no all_accuracies.json under {path}; run `lmms-eval --tasks vniah --output_path {path}` first")
+        path = found[-1]
+    return json.loads(path.read_text())
+
+
+__all__ = ["PAPER_COLOURS", "cell_scores", "load_scores", "plot_heatmap", "write_all_accuracies"]
