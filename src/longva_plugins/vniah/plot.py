@@ -72,8 +72,8 @@ def plot_heatmap(scores: list[dict], path: str | os.PathLike, title: str = "V-NI
     return path
 
 
-def load_scores(results: str | os.PathLike) -> list[dict]:
-    """Scores from an ``all_accuracies.json`` file or a folder containing one (searched recursively)."""
+def find_results_file(results: str | os.PathLike) -> Path:
+    """The newest ``all_accuracies.json`` at or under ``results``."""
     path = Path(results)
     if path.is_dir():
         found = sorted(path.rglob("all_accuracies.json"), key=lambda p: p.stat().st_mtime)
@@ -82,7 +82,12 @@ def load_scores(results: str | os.PathLike) -> list[dict]:
 
             raise DataError(f"no all_accuracies.json under {path}; run `lmms-eval --tasks vniah --output_path {path}` first")
         path = found[-1]
-    return json.loads(path.read_text())
+    return path
 
 
-__all__ = ["PAPER_COLOURS", "cell_scores", "load_scores", "plot_heatmap", "write_all_accuracies"]
+def load_scores(results: str | os.PathLike) -> list[dict]:
+    """Scores from an ``all_accuracies.json`` file or a folder containing one (searched recursively)."""
+    return json.loads(find_results_file(results).read_text())
+
+
+__all__ = ["PAPER_COLOURS", "cell_scores", "find_results_file", "load_scores", "plot_heatmap", "write_all_accuracies"]

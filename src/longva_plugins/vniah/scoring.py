@@ -76,6 +76,7 @@ class VNIAHScorer:
 
     # ------------------------------------------------------------------ sequence and scoring
     def prompt_embeds(self, block: torch.Tensor, question: str) -> torch.Tensor:
+        """``(1, L, D)``: prefix, visual block, question and assistant header, each tokenised alone."""
         embed = self.model.get_input_embeddings()
         device, dtype = embed.weight.device, embed.weight.dtype
         pieces = [

@@ -1,0 +1,36 @@
+"""`lmms-eval --model longva --tasks vniah,vniah_gen` end to end on the tiny checkpoint."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from e2e_utils import offline_env, read_results, read_samples, run_lmms_eval
+
+pytestmark = pytest.mark.slow
+
+
+def test_vniah_and_vniah_gen(tiny_checkpoint, tmp_path):
+    out = tmp_path / "out"
+    env = offline_env(LONGVA_VNIAH_GRID="frames=2:4:2;depths=0,1", LONGVA_VNIAH_CACHE=str(tmp_path / "cache"))
+    run_lmms_eval(["--model", "longva", "--model_args", f"pretrained={tiny_checkpoint}", "--tasks", "vniah,vniah_gen",
+                   "--output_path", str(out), "--log_samples"], cwd=tmp_path, env=env)
+    results = read_results(out)
+    for task, metric in (("vniah", "vniah_accuracy,none"), ("vniah_gen", "vniah_gen_accuracy,none")):
+        value = results["results"][task][metric]
+        assert set(value["cells"]) == {"frames=2,depth=0.0", "frames=2,depth=100.0",
+                                       "frames=4,depth=0.0", "frames=4,depth=100.0"}
+        assert 0.0 <= value["average"] <= 1.0
+        scores = json.loads(Path(value["files"]["all_accuracies"]).read_text())
+        assert {tuple(sorted(s)) for s in scores} == {("Frame Depth", "Num. Frame", "Score")}
+        assert Path(value["files"]["heatmap"]).is_file()
+        samples = read_samples(out, task)
+        assert len(samples) == 4 * 5  # 4 cells x 5 synthetic needles
+    gen_videos = list((tmp_path / "cache" / "videos").glob("*.mp4"))
+    assert len(gen_videos) == 20, "vniah_gen hands other models a real mp4 per cell"
+    cells_before = sorted(p.name for p in (tmp_path / "cache" / "cells").rglob("*.json"))
+    # A rerun finds every cell finished: nothing new is written.
+    run_lmms_eval(["--model", "longva", "--model_args", f"pretrained={tiny_checkpoint}", "--tasks", "vniah",
+                   "--output_path", str(tmp_path / "out2")], cwd=tmp_path, env=env)
+    assert sorted(p.name for p in (tmp_path / "cache" / "cells").rglob("*.json")) == cells_before

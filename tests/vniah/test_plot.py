@@ -1,0 +1,44 @@
+"""V-NIAH results schema, heatmap and `longva-plugins vniah plot`."""
+
+from __future__ import annotations
+
+import json
+
+from longva_plugins.cli import main
+from longva_plugins.vniah.plot import cell_scores, plot_heatmap, write_all_accuracies
+
+
+def _records():
+    return [
+        {"frames": 4, "depth": 0.0, "correct": 1}, {"frames": 4, "depth": 0.0, "correct": 0},
+        {"frames": 4, "depth": 1.0, "correct": 1}, {"frames": 8, "depth": 0.0, "correct": 0},
+        {"frames": 8, "depth": 1.0, "correct": 1},
+    ]
+
+
+def test_cell_scores_use_the_reference_schema():
+    scores = cell_scores(_records())
+    assert scores[0] == {"Num. Frame": 4, "Frame Depth": 0.0, "Score": 0.5}
+    assert {s["Frame Depth"] for s in scores} == {0.0, 100.0}
+    assert len(scores) == 4
+
+
+def test_heatmap_png_is_written(tmp_path):
+    path = plot_heatmap(cell_scores(_records()), tmp_path / "h.png", train_frames=6)
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not list(tmp_path.glob(".*tmp*")), "temporary file left behind"
+
+
+def test_cli_plot_redraws_from_a_results_folder(tmp_path, capsys):
+    folder = tmp_path / "run" / "vniah_1_5cells"
+    folder.mkdir(parents=True)
+    write_all_accuracies(cell_scores(_records()), folder)
+    assert main(["vniah", "plot", str(tmp_path / "run")]) == 0
+    assert (folder / "heatmap.png").is_file()
+    assert "average" in capsys.readouterr().out
+    assert json.loads((folder / "all_accuracies.json").read_text())[0]["Num. Frame"] == 4
+
+
+def test_cli_plot_without_results_is_a_clear_error(tmp_path, capsys):
+    assert main(["vniah", "plot", str(tmp_path)]) == 2
+    assert "no all_accuracies.json" in capsys.readouterr().err

@@ -1,0 +1,178 @@
+"""V-NIAH cell scoring: golden parity through the scorer, grid semantics, caching and resume."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from longva_plugins.models.longva import LongVAForCausalLM
+from longva_plugins.models.longva.processing_longva import LongVAImageProcessor
+from longva_plugins.vniah.cache import CellStore, EmbeddingCache, atomic_write_bytes
+from longva_plugins.vniah.grid import PRESETS, insertion_index, layout, parse_grid
+from longva_plugins.vniah.haystack import Haystack, SyntheticHaystack
+from longva_plugins.vniah.needles import Needle
+from longva_plugins.vniah.scoring import POST_TEXT, PRE_TEXT, VNIAHScorer
+
+GOLDEN_DIR = Path(os.environ.get("LONGVA_GOLDEN_DIR", Path(__file__).resolve().parents[1] / "fixtures" / "longva_tiny_a"))
+
+
+class ArrayHaystack(Haystack):
+    def __init__(self, frames: np.ndarray, identity: str):
+        self._frames, self.identity, self.length = frames, identity, len(frames)
+
+    def frames(self, indices):
+        return self._frames[list(indices)]
+
+
+class IdProcessor:
+    """The fixture has no tokenizer: map each text piece to the stored ids."""
+
+    def __init__(self, table: dict[str, list[int]]):
+        self.table = table
+        self.image_processor = LongVAImageProcessor()
+
+    def tokenize(self, text):
+        return torch.tensor(self.table[text])
+
+    def preprocess_frames(self, frames, mode="crop"):
+        return self.image_processor(frames, mode=mode)
+
+
+def _vniah_cases():
+    cases = json.loads((GOLDEN_DIR / "cases.json").read_text())["cases"]
+    return [(name, case) for name, case in sorted(cases.items()) if "prompt_layout" in case or "depth" in case]
+
+
+@pytest.mark.golden
+@pytest.mark.parametrize("name,case", _vniah_cases(), ids=lambda v: v if isinstance(v, str) else "")
+def test_scorer_reproduces_reference_cells(tmp_path, name, case):
+    arrays = np.load(GOLDEN_DIR / f"case_{name}.npz")
+    model = LongVAForCausalLM.from_pretrained(GOLDEN_DIR, attn_implementation="eager")
+    table = {PRE_TEXT: case["pre_ids"], "QUESTION": case["question_ids"], POST_TEXT: case["post_ids"]}
+    for answer_name, answer in case["answers"].items():
+        table[answer_name] = answer["answer_ids"]
+    scorer = VNIAHScorer(model, IdProcessor(table), ArrayHaystack(arrays["haystack_frames"], "fixture"),
+                         [Needle(arrays["needle"], "QUESTION", "unused", id="needle")], "fixture",
+                         cache=EmbeddingCache(tmp_path), prefill_chunk_size=300)
+    block = scorer.cell_block(case["num_frames"], case["depth"], 0)
+    prompt = scorer.prompt_embeds(block, "QUESTION")
+    assert (prompt[0] - torch.from_numpy(arrays["prompt_embeds"])).abs().max() <= 1e-5
+    outcomes = set()
+    for answer_name, answer in case["answers"].items():
+        record = scorer.score(case["num_frames"], case["depth"], 0, answer=answer_name)
+        assert record["pred_ids"] == answer["pred_ids"]
+        assert record["correct"] == answer["correct"]
+        outcomes.add(record["correct"])
+        span = model.score_continuation(prompt, torch.tensor(answer["answer_ids"]), chunk_size=300).span_logits
+        assert (span - torch.from_numpy(arrays[f"{answer_name}__answer_span_logits"])).abs().max() <= 1e-4
+    assert outcomes == {0, 1} or len(case["answers"]) < 2
+
+
+def test_insertion_follows_the_reference_rule():
+    assert insertion_index(0.5, 6) == 3
+    assert layout(6, 0.5) == [0, 1, 2, None, 3, 4, 5]
+    assert layout(4, 0.0) == [None, 0, 1, 2, 3]
+    assert layout(4, 1.0) == [0, 1, 2, 3, None]
+    assert layout(5, 0.2) == [0, None, 1, 2, 3, 4]  # int(0.2 * 5) = 1
+
+
+def test_paper_grid_and_custom_grids():
+    paper = PRESETS["paper"]
+    assert paper.frame_counts == list(range(200, 3001, 200)) and len(paper.frame_counts) == 15
+    assert paper.depths == (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+    custom = parse_grid("frames=2:6:2;depths=0,1")
+    assert custom.frame_counts == [2, 4, 6] and custom.depths == (0.0, 1.0)
+    from longva_plugins.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="frames=MIN:MAX:STEP"):
+        parse_grid("bogus")
+    with pytest.raises(ConfigError, match="depths"):
+        parse_grid("frames=1:2:1;depths=1.5")
+
+
+def test_synthetic_haystack_is_deterministic_and_varies():
+    a, b = SyntheticHaystack(seed=3), SyntheticHaystack(seed=3)
+    np.testing.assert_array_equal(a.frames([0, 7]), b.frames([0, 7]))
+    assert not np.array_equal(a.frame(0), a.frame(1))
+    assert not np.array_equal(a.frame(0), SyntheticHaystack(seed=4).frame(0))
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    from longva_plugins.models.longva import LongVAProcessor, ensure_tiny_checkpoint
+
+    path = ensure_tiny_checkpoint()
+    return LongVAForCausalLM.from_pretrained(path), LongVAProcessor.from_pretrained(path)
+
+
+def _scorer(tiny, root):
+    from longva_plugins.vniah.needles import synthetic_needles
+
+    model, processor = tiny
+    return VNIAHScorer(model, processor, SyntheticHaystack(seed=1, size=(48, 64)), synthetic_needles()[:2],
+                       "synthetic:v1", cache=EmbeddingCache(root))
+
+
+def test_interrupted_grid_resumes_without_recomputing(tiny, tmp_path, monkeypatch):
+    cells = [(n, d, k) for n in (2, 4) for d in (0.0, 1.0) for k in (0, 1)]
+    first = _scorer(tiny, tmp_path)
+    model = first.model
+    real = model.score_continuation
+    calls = {"n": 0}
+
+    def crash_after_three(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] > 3:
+            raise KeyboardInterrupt("simulated kill")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(model, "score_continuation", crash_after_three)
+    with pytest.raises(KeyboardInterrupt):
+        for cell in cells:
+            first.score(*cell)
+    assert first.scored == 3
+    monkeypatch.setattr(model, "score_continuation", real)
+    second = _scorer(tiny, tmp_path)
+    records = [second.score(*cell) for cell in cells]
+    assert second.scored == len(cells) - 3, "finished cells must come from the store"
+    assert all(r["correct"] in (0, 1) for r in records)
+    third = _scorer(tiny, tmp_path)
+    assert [third.score(*cell) for cell in cells] == records and third.scored == 0
+
+
+def test_embeddings_are_computed_once_per_frame(tiny, tmp_path):
+    scorer = _scorer(tiny, tmp_path)
+    scorer.cell_block(4, 0.5, 0)
+    misses = scorer.cache.misses
+    assert misses == 4 + 1  # four haystack frames and one needle
+    scorer.cell_block(4, 0.0, 1)
+    scorer.cell_block(2, 1.0, 0)
+    assert scorer.cache.misses == misses + 1  # only the second needle is new
+
+
+def test_cache_never_leaves_partial_files(tmp_path, monkeypatch):
+    target = tmp_path / "sub" / "entry.pt"
+
+    def boom(src, dst):
+        raise OSError("disk full (simulated)")
+
+    monkeypatch.setattr(os, "replace", boom)
+    with pytest.raises(OSError):
+        atomic_write_bytes(target, b"x" * 1000)
+    assert not target.exists()
+    assert list((tmp_path / "sub").iterdir()) == [], "temporary file left behind"
+    monkeypatch.undo()
+    atomic_write_bytes(target, b"ok")
+    assert target.read_bytes() == b"ok"
+
+
+def test_cell_store_round_trip(tmp_path):
+    store = CellStore(tmp_path)
+    assert store.get(a=1, b="x") is None
+    store.put({"correct": 1}, a=1, b="x")
+    assert store.get(b="x", a=1) == {"correct": 1}
