@@ -69,6 +69,7 @@ def load_pretrained(cls, pretrained_model_name_or_path, *args, config=None, torc
     resolved = resolve_dtype(torch_dtype if torch_dtype is not None else dtype, device_map)
     kwargs.pop("use_safetensors", None)
     kwargs.pop("output_loading_info", None)
+    kwargs.pop("ignore_mismatched_sizes", None)
     try:
         model, info = PreTrainedModel.from_pretrained.__func__(
             cls,
@@ -79,11 +80,16 @@ def load_pretrained(cls, pretrained_model_name_or_path, *args, config=None, torc
             device_map=device_map,
             use_safetensors=True,
             output_loading_info=True,
+            # Mismatches are collected and reported below with their keys and shapes.
+            ignore_mismatched_sizes=True,
             **kwargs,
         )
     except RuntimeError as exc:
-        if "size mismatch" in str(exc) or "shape" in str(exc):
-            raise CheckpointError(f"{source}: tensor shapes do not match config.json: {exc}") from exc
+        text = str(exc)
+        if "size mismatch" in text or "shape" in text or "mismatched_sizes" in text:
+            raise CheckpointError(
+                f"{source}: tensor shapes do not match config.json (see the load report above for the keys): {exc}"
+            ) from exc
         raise
     except OSError as exc:
         raise CheckpointError(f"{source}: could not read the checkpoint ({exc})") from exc
@@ -100,7 +106,7 @@ def load_pretrained(cls, pretrained_model_name_or_path, *args, config=None, torc
     if unexpected:
         problems.append(f"unexpected keys ({len(unexpected)}): {', '.join(unexpected[:20])}{' ...' if len(unexpected) > 20 else ''}")
     if mismatched:
-        shown = ", ".join(f"{k} {tuple(a)} vs {tuple(b)}" for k, a, b in list(mismatched)[:20])
+        shown = ", ".join(f"{k} checkpoint {tuple(a)} vs model {tuple(b)}" for k, a, b in list(mismatched)[:20])
         problems.append(f"shape mismatches ({len(mismatched)}): {shown}")
     if problems:
         raise CheckpointError(f"{source} does not match the LongVA model described by its config.json: " + "; ".join(problems))
