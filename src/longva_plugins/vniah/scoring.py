@@ -53,10 +53,13 @@ class VNIAHScorer:
 
     def haystack_embeds(self, num_frames: int) -> torch.Tensor:
         """``(num_frames, T, D)`` embeddings of haystack frames 0..num_frames-1."""
-        self.haystack.check_length(num_frames)
+        def compute(missing):
+            # Only on a cache miss: a cached grid never decodes the haystack video again.
+            self.haystack.check_length(num_frames)
+            return self._encode(self.haystack.frames(missing))
+
         return self.cache.get_or_compute(
-            self.fingerprint, PREPROCESSING, self.haystack.identity, list(range(num_frames)),
-            lambda missing: self._encode(self.haystack.frames(missing)),
+            self.fingerprint, PREPROCESSING, self.haystack.identity, list(range(num_frames)), compute
         )
 
     def needle_embeds(self, needle_index: int) -> torch.Tensor:

@@ -1,0 +1,13 @@
+"""Task functions of longva_videomme*; the logic lives in longva_plugins.task_utils.videomme."""
+
+from longva_plugins.task_utils.videomme import (  # noqa: F401
+    videomme_aggregate,
+    videomme_doc_to_text,
+    videomme_doc_to_text_subtitle,
+    videomme_doc_to_visual,
+    videomme_process_docs,
+    videomme_process_docs_long,
+    videomme_process_docs_medium,
+    videomme_process_docs_short,
+    videomme_process_results,
+)
