@@ -1,1 +1,20 @@
-"""attention sub-package of longva-plugins."""
+"""Ring attention: zigzag sequence parallelism for contexts that outgrow one device.
+
+Public API: :func:`zigzag_ring_attention_func`, :func:`ring_attention_func`,
+:func:`block_attention`, :func:`merge_partial`, the sharding helpers of :mod:`.sequence_parallel`,
+and the transformers attention names ``longva_ring_zigzag`` / ``longva_ring`` (registered on
+import through ``AttentionInterface``).
+"""
+
+from longva_plugins.attention.block import block_attention, merge_partial
+from longva_plugins.attention.ring import ring_attention_func
+from longva_plugins.attention.sequence_parallel import shard_batch, zigzag_gather, zigzag_split, zigzag_unshard
+from longva_plugins.attention.transformers_integration import RING, ZIGZAG, register, set_sequence_parallel_group
+from longva_plugins.attention.zigzag import zigzag_ring_attention_func
+
+register()
+
+__all__ = [
+    "RING", "ZIGZAG", "block_attention", "merge_partial", "ring_attention_func", "set_sequence_parallel_group",
+    "shard_batch", "zigzag_gather", "zigzag_ring_attention_func", "zigzag_split", "zigzag_unshard",
+]
