@@ -65,6 +65,7 @@ def _encode_path(adapter, path: str) -> torch.Tensor:
     return _encode_frames(adapter, video.frames)
 
 
+@torch.no_grad()
 def encode_visuals(adapter, visuals) -> list[torch.Tensor]:
     """One ``(n_i, D)`` block per visual, in order."""
     blocks = []

@@ -20,8 +20,13 @@ class RingComm:
 
     def __init__(self, group=None):
         self.group = group
-        self.world_size = dist.get_world_size(group)
-        self.rank = dist.get_rank(group)
+        self._single = not (dist.is_available() and dist.is_initialized())
+        # Without a process group the ring has one member: sends come straight back.
+        self.world_size = 1 if self._single else dist.get_world_size(group)
+        self.rank = 0 if self._single else dist.get_rank(group)
+        if self._single:
+            self._requests, self._buffers = [], []
+            return
         ranks = dist.get_process_group_ranks(group) if group is not None else list(range(self.world_size))
         self.next_global = ranks[(self.rank + 1) % self.world_size]
         self.prev_global = ranks[(self.rank - 1) % self.world_size]
@@ -31,6 +36,9 @@ class RingComm:
     def start(self, tensors: list[torch.Tensor]) -> None:
         if self._requests:
             raise RuntimeError("RingComm.start called twice without wait()")
+        if self._single or self.world_size == 1:
+            self._buffers = [t.clone() for t in tensors]
+            return
         self._buffers = [torch.empty_like(t) for t in tensors]
         ops = [dist.P2POp(dist.isend, t.contiguous(), self.next_global, self.group) for t in tensors]
         ops += [dist.P2POp(dist.irecv, b, self.prev_global, self.group) for b in self._buffers]

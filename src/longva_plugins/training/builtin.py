@@ -1,3 +1,12 @@
-"""Built-in training plugin: hook implementations registered first by longva_plugins.plugins."""
+"""Built-in training plugin: a progress callback for every stage (rich console)."""
 
 from __future__ import annotations
+
+from longva_plugins.hookspecs import hookimpl
+
+
+@hookimpl
+def longva_trainer_callbacks(trainer_args, stage):
+    from longva_plugins.training.progress import RichProgressCallback
+
+    return [RichProgressCallback()]

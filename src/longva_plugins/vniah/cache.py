@@ -45,7 +45,7 @@ def model_fingerprint(model) -> str:
     h = hashlib.sha256()
     h.update(str(getattr(model.config, "_name_or_path", "")).encode())
     h.update(json.dumps({k: str(v) for k, v in sorted(model.config.to_dict().items())}, sort_keys=True).encode())
-    for tensor in (model.model.mm_projector[0].weight, model.lm_head.weight, model.model.embed_tokens.weight):
+    for tensor in (next(model.model.mm_projector.parameters()), model.lm_head.weight, model.model.embed_tokens.weight):
         flat = tensor.detach().float().flatten()
         h.update(flat[:4096].cpu().numpy().tobytes())
         h.update(str(float(flat.sum())).encode())

@@ -47,6 +47,7 @@ class VNIAHScorer:
         self.scored = 0  # cells actually computed (not served from the store)
 
     # ------------------------------------------------------------------ embeddings
+    @torch.no_grad()
     def _encode(self, images) -> torch.Tensor:
         pixels = self.processor.preprocess_frames(images, mode="pad")
         return self.model.encode_frames(pixels, chunk_size=self.encode_chunk_size)  # (m, T, D)

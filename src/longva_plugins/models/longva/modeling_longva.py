@@ -200,7 +200,6 @@ class LongVAForCausalLM(Qwen2ForCausalLM, GenerationMixin):
             raise ConfigError(f"mm_spatial_pool_mode {mode!r} is not supported ('average', 'max', 'bilinear').")
         return pooled.permute(0, 2, 3, 1).reshape(n, -1, d)  # (N, T, D)
 
-    @torch.no_grad()
     def encode_frames(self, pixel_values: torch.Tensor, chunk_size: int | None = None) -> torch.Tensor:
         """Encode 336 px frames or tiles: CLIP layer ``mm_vision_select_layer`` -> projector -> pool.
 
@@ -211,17 +210,19 @@ class LongVAForCausalLM(Qwen2ForCausalLM, GenerationMixin):
             chunk_size: frames per CLIP batch (default 16); bounds peak memory for long videos.
 
         Returns:
-            ``(N, T, D)`` visual tokens, in the language model's dtype.
+            ``(N, T, D)`` visual tokens, in the language model's dtype. Differentiable (training);
+            inference callers wrap it in ``torch.no_grad()``.
         """
         if pixel_values.dim() != 4:
             raise InputMismatchError(f"pixel_values must be (N, 3, H, W); got shape {tuple(pixel_values.shape)}")
         chunk = chunk_size or DEFAULT_ENCODE_CHUNK
-        device = self.model.mm_projector[0].weight.device
+        # first parameter, not [0]: PEFT may wrap the projector (modules_to_save)
+        weight = next(self.model.mm_projector.parameters())
         out = []
         for start in range(0, pixel_values.shape[0], chunk):
-            frames = pixel_values[start : start + chunk].to(device)
+            frames = pixel_values[start : start + chunk].to(weight.device)
             feats = self.model.vision_tower(frames)  # (n, P, C)
-            feats = self.model.mm_projector(feats.to(self.model.mm_projector[0].weight.dtype))  # (n, P, D)
+            feats = self.model.mm_projector(feats.to(weight.dtype))  # (n, P, D)
             out.append(self._pool(feats).to(self.dtype))  # (n, T, D)
         return torch.cat(out, dim=0)
 

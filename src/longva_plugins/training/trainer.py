@@ -1,0 +1,105 @@
+"""LLaVA's trainer design on ``transformers.Trainer``, for LongVA.
+
+What it adds to ``Trainer`` (LLaVA-NeXT ``llava_trainer.py``): separate learning rates for the
+projector and the vision tower, a modality-length-grouped sampler (batches of one modality,
+similar lengths), a loss over samples whose visual features are spliced in on the fly, and
+stage-aware saving (the projector stage saves only the projector).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+
+import torch
+from torch.utils.data import Sampler
+from transformers import Trainer
+
+from longva_plugins.training.data import build_inputs
+
+
+class ModalityLengthGroupedSampler(Sampler[int]):
+    """Shuffle within each modality, sort mega-batches by length, never mix modalities in a batch."""
+
+    def __init__(self, modality_lengths: list[tuple[str, int]], batch_size: int, seed: int = 0):
+        self.items = modality_lengths
+        self.batch_size = max(batch_size, 1)
+        self.seed = seed
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __iter__(self):
+        rng = random.Random(self.seed + self.epoch)
+        self.epoch += 1
+        batches = []
+        for modality in sorted({m for m, _ in self.items}):
+            indices = [i for i, (m, _) in enumerate(self.items) if m == modality]
+            rng.shuffle(indices)
+            mega = self.batch_size * 8
+            for start in range(0, len(indices), mega):
+                chunk = sorted(indices[start : start + mega], key=lambda i: -self.items[i][1])
+                batches += [chunk[i : i + self.batch_size] for i in range(0, len(chunk), self.batch_size)]
+        rng.shuffle(batches)
+        return iter([i for batch in batches for i in batch])
+
+
+class LongVATrainer(Trainer):
+    """``transformers.Trainer`` with LongVA's multimodal batches and LLaVA's training knobs.
+
+    Args (beyond ``Trainer``'s):
+        longva_config: a :class:`~longva_plugins.training.config.LongVATrainingConfig`.
+    """
+
+    def __init__(self, *args, longva_config=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.longva_config = longva_config
+
+    def _get_train_sampler(self, *args, **kwargs):
+        dataset = self.train_dataset
+        if self.longva_config is not None and self.longva_config.group_by_modality_length and hasattr(dataset, "modality_lengths"):
+            return ModalityLengthGroupedSampler(dataset.modality_lengths(), self.args.train_batch_size, self.args.seed)
+        return super()._get_train_sampler(*args, **kwargs)
+
+    def compute_loss(self, model, inputs, return_outputs=False, **kwargs):
+        pad = getattr(self.processing_class, "pad_token_id", 0) or 0
+        embeds, labels, mask = build_inputs(model, inputs["samples"], pad)
+        outputs = model(inputs_embeds=embeds, attention_mask=mask, labels=labels)
+        return (outputs.loss, outputs) if return_outputs else outputs.loss
+
+    def create_optimizer(self):
+        if self.optimizer is not None:
+            return self.optimizer
+        cfg = self.longva_config
+        base_lr = self.args.learning_rate
+        groups: dict[float, list] = {}
+        for name, param in self.model.named_parameters():
+            if not param.requires_grad:
+                continue
+            lr = base_lr
+            if cfg is not None and "mm_projector" in name and cfg.mm_projector_lr:
+                lr = cfg.mm_projector_lr
+            elif cfg is not None and "vision_tower" in name and cfg.mm_vision_tower_lr:
+                lr = cfg.mm_vision_tower_lr
+            groups.setdefault(lr, []).append(param)
+        self.optimizer = torch.optim.AdamW(
+            [{"params": params, "lr": lr} for lr, params in groups.items()],
+            lr=base_lr, weight_decay=self.args.weight_decay,
+        )
+        return self.optimizer
+
+    def _save(self, output_dir=None, state_dict=None):
+        cfg = self.longva_config
+        if cfg is not None and cfg.stage == "projector":
+            from safetensors.torch import save_file
+
+            output_dir = output_dir or self.args.output_dir
+            os.makedirs(output_dir, exist_ok=True)
+            projector = {k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items() if "mm_projector" in k}
+            save_file(projector, os.path.join(output_dir, "mm_projector.safetensors"))
+            return
+        super()._save(output_dir, state_dict)
+
+
+__all__ = ["LongVATrainer", "ModalityLengthGroupedSampler"]
