@@ -56,10 +56,19 @@ def model_fingerprint(model) -> str:
 class EmbeddingCache:
     """Per-frame visual embeddings ``(T, D)`` under ``root/embeddings/``."""
 
-    def __init__(self, root: str | os.PathLike | None = None):
+    def __init__(self, root: str | os.PathLike | None = None, memory_entries: int = 8192):
         self.root = Path(root) if root else default_cache_dir() / "vniah"
         self.hits = 0
         self.misses = 0
+        # Entries already read in this process (the grid revisits the same frames for every
+        # depth and needle); bounded, oldest dropped first.
+        self._memory: dict[Path, torch.Tensor] = {}
+        self._memory_entries = memory_entries
+
+    def _remember(self, path: Path, tensor: torch.Tensor) -> None:
+        if len(self._memory) >= self._memory_entries:
+            self._memory.pop(next(iter(self._memory)))
+        self._memory[path] = tensor
 
     def path(self, fingerprint: str, preprocessing: str, source: str, index) -> Path:
         key = _key(fingerprint, preprocessing, source, index)
@@ -70,9 +79,12 @@ class EmbeddingCache:
         paths = [self.path(fingerprint, preprocessing, source, i) for i in indices]
         found: dict[int, torch.Tensor] = {}
         for pos, path in enumerate(paths):
-            if path.is_file():
+            if path in self._memory:
+                found[pos] = self._memory[path]
+            elif path.is_file():
                 try:
                     found[pos] = torch.load(path, map_location="cpu", weights_only=True)
+                    self._remember(path, found[pos])
                 except Exception:  # unreadable entry (e.g. foreign file): recompute it
                     pass
         missing = [pos for pos in range(len(indices)) if pos not in found]
@@ -85,6 +97,7 @@ class EmbeddingCache:
                 torch.save(tensor.clone(), buffer)
                 atomic_write_bytes(paths[pos], buffer.getvalue())
                 found[pos] = tensor
+                self._remember(paths[pos], tensor)
         return torch.stack([found[pos] for pos in range(len(indices))])
 
 
