@@ -53,3 +53,13 @@ def test_bfloat16_inputs_accumulate_in_float32():
     assert out.dtype == torch.float32 and lse.dtype == torch.float32
     ref_out, _ = reference_attention(q, k, v)
     assert (out.double() - ref_out).abs().max() < 3e-2
+
+
+def test_kernel_hook_resolves_torch_kernel_on_cpu():
+    from longva_plugins.attention.ring_core import resolve_kernel
+    from longva_plugins.errors import ConfigError
+
+    assert resolve_kernel("auto", torch.device("cpu")) is block_attention
+    assert resolve_kernel("torch", torch.device("cpu")) is block_attention
+    with pytest.raises(ConfigError, match="no attention kernel named 'nosuch'"):
+        resolve_kernel("nosuch", torch.device("cpu"))
