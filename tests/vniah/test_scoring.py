@@ -176,3 +176,14 @@ def test_cell_store_round_trip(tmp_path):
     assert store.get(a=1, b="x") is None
     store.put({"correct": 1}, a=1, b="x")
     assert store.get(b="x", a=1) == {"correct": 1}
+
+
+def test_prefix_reuse_matches_full_scoring(tiny, tmp_path):
+    cells = [(4, 0.5, 0), (8, 1.0, 1), (8, 0.25, 0), (4, 1.0, 1), (6, 0.0, 0)]
+    reuse = _scorer(tiny, tmp_path / "a")
+    plain = _scorer(tiny, tmp_path / "b")
+    plain.reuse_prefix = False
+    for cell in cells:
+        a, b = reuse.score(*cell), plain.score(*cell)
+        assert a["pred_ids"] == b["pred_ids"] and a["correct"] == b["correct"]
+        assert abs(a["nll_mean"] - b["nll_mean"]) < 1e-4

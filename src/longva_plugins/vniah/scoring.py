@@ -11,13 +11,14 @@ grows linearly with the number of frames.
 
 from __future__ import annotations
 
+import copy
 import logging
 import threading
 
 import torch
 
 from longva_plugins.vniah.cache import CellStore, EmbeddingCache, model_fingerprint
-from longva_plugins.vniah.grid import layout
+from longva_plugins.vniah.grid import insertion_index, layout
 from longva_plugins.vniah.haystack import Haystack
 from longva_plugins.vniah.needles import Needle
 
@@ -45,6 +46,11 @@ class VNIAHScorer:
         self.prefill_chunk_size = prefill_chunk_size
         self.fingerprint = model_fingerprint(model)
         self.scored = 0  # cells actually computed (not served from the store)
+        self.reuse_prefix = True
+        # KV cache of [system+user prefix | haystack[:K]]: every cell's sequence up to its needle is
+        # a prefix of it (causal attention), so it is computed once and cropped per cell.
+        self._prefix_cache = None
+        self._prefix_frames = -1
 
     # ------------------------------------------------------------------ embeddings
     @torch.no_grad()
@@ -95,6 +101,24 @@ class VNIAHScorer:
         return dict(model=self.fingerprint, haystack=self.haystack.identity, needles=self.needle_set_id,
                     needle=self.needles[needle_index].id, frames=num_frames, depth=f"{depth:.4f}", mode=mode)
 
+    def _embed_text(self, text: str) -> torch.Tensor:
+        embed = self.model.get_input_embeddings()
+        return embed(self.processor.tokenize(text).to(embed.weight.device)).unsqueeze(0)  # (1, n, D)
+
+    def _prefix_kv(self, idx: int):
+        """A private copy of the KV cache of ``[prefix | haystack[:idx]]``."""
+        if self._prefix_cache is None or idx > self._prefix_frames:
+            frames = self.haystack_embeds(idx).reshape(-1, self.model.config.hidden_size)  # (idx*T, D)
+            embeds = torch.cat([self._embed_text(PRE_TEXT), frames.unsqueeze(0).to(self._embed_text(PRE_TEXT).dtype)], dim=1)
+            self._prefix_cache = self.model.prefill(embeds, chunk_size=self.prefill_chunk_size).past_key_values
+            self._prefix_frames = idx
+            self._prefix_pre_len = embeds.shape[1] - idx * self.model.config.tokens_per_frame
+        cache = copy.deepcopy(self._prefix_cache)
+        extra = cache.get_seq_length() - (self._prefix_pre_len + idx * self.model.config.tokens_per_frame)
+        if extra > 0:
+            cache.crop(-extra)  # transformers 5: a negative count of tokens to drop
+        return cache
+
     @torch.no_grad()
     def score(self, num_frames: int, depth: float, needle_index: int, answer: str | None = None) -> dict:
         """The cell's outcome (from the store when already computed)."""
@@ -105,10 +129,19 @@ class VNIAHScorer:
         cached = self.store.get(**key)
         if cached is not None:
             return cached
-        block = self.cell_block(num_frames, depth, needle_index)
-        prompt = self.prompt_embeds(block, needle.question)
         answer_ids = self.processor.tokenize(answer)
-        result = self.model.score_continuation(prompt, answer_ids, chunk_size=self.prefill_chunk_size)
+        idx = insertion_index(depth, num_frames)
+        if self.reuse_prefix and idx > 0:
+            frames = self.haystack_embeds(num_frames)
+            rest = torch.cat([self.needle_embeds(needle_index)[0], *frames[idx:num_frames]])  # ((n-idx+1)*T, D)
+            dtype = self.model.get_input_embeddings().weight.dtype
+            tail = torch.cat([rest.unsqueeze(0).to(dtype), self._embed_text(needle.question),
+                              self._embed_text(POST_TEXT)], dim=1)
+            result = self.model.score_continuation(tail, answer_ids, chunk_size=self.prefill_chunk_size,
+                                                   past_key_values=self._prefix_kv(idx))
+        else:
+            prompt = self.prompt_embeds(self.cell_block(num_frames, depth, needle_index), needle.question)
+            result = self.model.score_continuation(prompt, answer_ids, chunk_size=self.prefill_chunk_size)
         record = {
             "frames": num_frames, "depth": depth, "needle": needle.id, "answer": answer,
             "correct": int(result.greedy_match), "nll_mean": result.nll_mean,

@@ -341,12 +341,13 @@ class LongVAForCausalLM(Qwen2ForCausalLM, GenerationMixin):
 
     @torch.no_grad()
     def score_continuation(self, prefix_embeds: torch.Tensor, continuation_ids: torch.Tensor,
-                           chunk_size: int | None = None) -> ScoreOutput:
+                           chunk_size: int | None = None, past_key_values: DynamicCache | None = None) -> ScoreOutput:
         """Teacher-forced scoring of ``continuation_ids`` after ``prefix_embeds`` (1, P, D).
 
         One forward pass over prefix + continuation; logits only at positions P-1 .. P+n-2
         (the rows that predict the continuation). This is the V-NIAH "perplexity based" check
-        and lmms-eval's loglikelihood.
+        and lmms-eval's loglikelihood. ``past_key_values`` holds an earlier part of the sequence
+        already run (``prefix_embeds`` then continues it); it is extended in place.
         """
         cont = continuation_ids.reshape(-1)
         if cont.numel() == 0:
@@ -355,7 +356,8 @@ class LongVAForCausalLM(Qwen2ForCausalLM, GenerationMixin):
         full = torch.cat([prefix_embeds.to(cont_embeds.device, cont_embeds.dtype), cont_embeds], dim=1)
         p = prefix_embeds.shape[1]
         positions = list(range(p - 1, p - 1 + cont.numel()))
-        logits = self.prefill(full, chunk_size=chunk_size, logits_positions=positions).logits  # (n, V)
+        logits = self.prefill(full, chunk_size=chunk_size, logits_positions=positions,
+                              past_key_values=past_key_values).logits  # (n, V)
         logprobs = torch.log_softmax(logits, dim=-1)
         target = cont.to(logits.device)
         token_logprobs = logprobs.gather(-1, target[:, None]).squeeze(-1)
