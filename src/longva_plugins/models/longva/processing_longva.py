@@ -161,8 +161,8 @@ class LongVAProcessor:
 
         from longva_plugins.models.longva.configuration_longva import LongVAConfig
 
-        tokenizer = AutoTokenizer.from_pretrained(os.fspath(path), **tokenizer_kwargs)
         config = LongVAConfig.from_pretrained(os.fspath(path))
+        tokenizer = AutoTokenizer.from_pretrained(os.fspath(path), config=config, **tokenizer_kwargs)
         size, mean, std = 336, CLIP_MEAN, CLIP_STD
         pre = Path(os.fspath(path)) / "preprocessor_config.json"
         if pre.is_file():  # the released checkpoints ship none; OpenAI CLIP values are the default
