@@ -87,15 +87,9 @@ class VNIAHScorer:
     # ------------------------------------------------------------------ sequence and scoring
     def prompt_embeds(self, block: torch.Tensor, question: str) -> torch.Tensor:
         """``(1, L, D)``: prefix, visual block, question and assistant header, each tokenised alone."""
-        embed = self.model.get_input_embeddings()
-        device, dtype = embed.weight.device, embed.weight.dtype
-        pieces = [
-            embed(self.processor.tokenize(PRE_TEXT).to(device)),
-            block.to(device, dtype),
-            embed(self.processor.tokenize(question).to(device)),
-            embed(self.processor.tokenize(POST_TEXT).to(device)),
-        ]
-        return torch.cat(pieces).unsqueeze(0)  # (1, L, D)
+        pre = self._embed_text(PRE_TEXT)
+        return torch.cat([pre, block.unsqueeze(0).to(pre.device, pre.dtype), self._embed_text(question),
+                          self._embed_text(POST_TEXT)], dim=1)  # (1, L, D)
 
     def cell_key(self, num_frames: int, depth: float, needle_index: int, mode: str = "ppl") -> dict:
         return dict(model=self.fingerprint, haystack=self.haystack.identity, needles=self.needle_set_id,
@@ -109,7 +103,8 @@ class VNIAHScorer:
         """A private copy of the KV cache of ``[prefix | haystack[:idx]]``."""
         if self._prefix_cache is None or idx > self._prefix_frames:
             frames = self.haystack_embeds(idx).reshape(-1, self.model.config.hidden_size)  # (idx*T, D)
-            embeds = torch.cat([self._embed_text(PRE_TEXT), frames.unsqueeze(0).to(self._embed_text(PRE_TEXT).dtype)], dim=1)
+            pre = self._embed_text(PRE_TEXT)  # (1, P, D)
+            embeds = torch.cat([pre, frames.unsqueeze(0).to(pre.device, pre.dtype)], dim=1)  # (1, P+idx*T, D)
             self._prefix_cache = self.model.prefill(embeds, chunk_size=self.prefill_chunk_size).past_key_values
             self._prefix_frames = idx
             self._prefix_pre_len = embeds.shape[1] - idx * self.model.config.tokens_per_frame
@@ -134,8 +129,8 @@ class VNIAHScorer:
         if self.reuse_prefix and idx > 0:
             frames = self.haystack_embeds(num_frames)
             rest = torch.cat([self.needle_embeds(needle_index)[0], *frames[idx:num_frames]])  # ((n-idx+1)*T, D)
-            dtype = self.model.get_input_embeddings().weight.dtype
-            tail = torch.cat([rest.unsqueeze(0).to(dtype), self._embed_text(needle.question),
+            question = self._embed_text(needle.question)
+            tail = torch.cat([rest.unsqueeze(0).to(question.device, question.dtype), question,
                               self._embed_text(POST_TEXT)], dim=1)
             result = self.model.score_continuation(tail, answer_ids, chunk_size=self.prefill_chunk_size,
                                                    past_key_values=self._prefix_kv(idx))
