@@ -83,3 +83,16 @@ def test_loglikelihood_returns_positive_nll_and_greedy_flag(adapter):
     reqs = [_request("loglikelihood", ("pick one", " A", None, 0, "t", "test"))]
     ((nll, greedy),) = adapter.loglikelihood(reqs)
     assert nll > 0 and isinstance(greedy, bool)
+
+
+def test_batched_generation_matches_one_at_a_time(adapter):
+    reqs = [_request("generate_until", (q, {"max_new_tokens": 4}, None, 0, "t", "test"))
+            for q in ("a short one", "a somewhat longer question here", "x")]
+    adapter.batch_size_per_gpu = 1
+    single = adapter.generate_until(reqs)
+    adapter.batch_size_per_gpu = 3
+    try:
+        batched = adapter.generate_until(reqs)
+    finally:
+        adapter.batch_size_per_gpu = 1
+    assert batched == single

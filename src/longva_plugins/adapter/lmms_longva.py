@@ -178,7 +178,9 @@ class LongVA(lmms):
     def _encode(self, visuals) -> list[torch.Tensor]:
         return encode_visuals(self, visuals)
 
-    def _generate(self, embeds: torch.Tensor, gen_kwargs: dict) -> str:
+    def _generate(self, embeds: torch.Tensor | list[torch.Tensor], gen_kwargs: dict) -> str | list[str]:
+        """Generate for one ``(1, L, D)`` prompt, or a list of them as one left-padded batch."""
+        batch = embeds if isinstance(embeds, list) else [embeds]
         kwargs = dict(gen_kwargs)
         until = kwargs.pop("until", None) or []
         if isinstance(until, str):
@@ -191,33 +193,69 @@ class LongVA(lmms):
         extra = {k: kwargs[k] for k in ("repetition_penalty", "top_k", "length_penalty") if k in kwargs}
         if do_sample:
             extra.update(temperature=temperature, **({"top_p": top_p} if top_p is not None else {}))
-        new_ids = self.model.generate_from_embeds(
-            embeds, max_new_tokens=max_new_tokens, prefill_chunk_size=self.prefill_chunk_size, do_sample=do_sample,
-            num_beams=num_beams, eos_token_id=self.processor.eos_token_id, pad_token_id=self.processor.pad_token_id,
-            **extra,
-        )
-        text = self.processor.decode(new_ids[0].tolist(), skip_special_tokens=True)
-        for stop in until:
-            if stop and stop in text:
-                text = text.split(stop)[0]
-        return text.strip()
+        common = dict(max_new_tokens=max_new_tokens, do_sample=do_sample, num_beams=num_beams,
+                      eos_token_id=self.processor.eos_token_id, pad_token_id=self.processor.pad_token_id, **extra)
+        if len(batch) == 1:
+            new_ids = self.model.generate_from_embeds(batch[0], prefill_chunk_size=self.prefill_chunk_size, **common)
+        else:
+            new_ids = self._generate_batch(batch, common)
+        texts = []
+        for row in new_ids:
+            text = self.processor.decode(row.tolist(), skip_special_tokens=True)
+            for stop in until:
+                if stop and stop in text:
+                    text = text.split(stop)[0]
+            texts.append(text.strip())
+        return texts if isinstance(embeds, list) else texts[0]
+
+    def _generate_batch(self, batch: list[torch.Tensor], common: dict) -> torch.Tensor:
+        """Left-pad the prompts (zeros, masked out) and generate them together."""
+        length = max(e.shape[1] for e in batch)
+        self.model.check_length(length + common["max_new_tokens"])
+        first = batch[0]
+        embeds = first.new_zeros(len(batch), length, first.shape[-1])
+        mask = torch.zeros(len(batch), length, dtype=torch.long, device=first.device)
+        for i, e in enumerate(batch):
+            embeds[i, length - e.shape[1]:] = e[0]
+            mask[i, length - e.shape[1]:] = 1
+        with torch.no_grad():
+            return self.model.generate(inputs_embeds=embeds, attention_mask=mask,
+                                       logits_processor=self.model.vocabulary_processors(), **common)
 
     # ------------------------------------------------------------------ lmms-eval API
     def generate_until(self, requests: list[Instance]) -> list[str]:
-        results: list[str] = []
+        """Greedy (or sampled) generation; consecutive requests with the same generation settings
+        run as one batch of up to ``batch_size`` (not with ``prefill_chunk_size``)."""
+        results: list[str | None] = [None] * len(requests)
         start = len(self.failures)
-        for request in tqdm(requests, disable=self.rank != 0, desc="longva generate"):
+        batch_size = 1 if self.prefill_chunk_size else self.batch_size_per_gpu
+        pending: list[tuple[int, torch.Tensor]] = []
+        pending_kwargs = None
+
+        def flush():
+            nonlocal pending
+            if pending:
+                texts = self._generate([e for _, e in pending], pending_kwargs or {})
+                for (index, _), text in zip(pending, texts):
+                    results[index] = text
+                pending = []
+
+        for index, request in enumerate(tqdm(requests, disable=self.rank != 0, desc="longva generate")):
             context, gen_kwargs, doc_to_visual, doc_id, task, split = request.args
             try:
                 blocks = self._encode(self._visuals(doc_to_visual, task, split, doc_id))
                 embeds = self._prompt_embeds([self._user_message(context, len(blocks))], blocks)
             except (VisualInputError, ContextLengthError, LongVAError) as exc:
                 self._record_failure(task, doc_id, exc)
-                results.append("")
+                results[index] = ""
                 continue
-            results.append(self._generate(embeds, gen_kwargs or {}))
+            if pending and (gen_kwargs != pending_kwargs or len(pending) >= batch_size):
+                flush()
+            pending_kwargs = gen_kwargs
+            pending.append((index, embeds))
+        flush()
         self._report_failures("generate_until", start)
-        return results
+        return [r if r is not None else "" for r in results]
 
     def loglikelihood(self, requests: list[Instance]) -> list[tuple[float, bool]]:
         """Teacher-forced: ``(mean negative log-likelihood, continuation is the greedy argmax)``."""

@@ -372,6 +372,15 @@ class LongVAForCausalLM(Qwen2ForCausalLM, GenerationMixin):
             greedy_match=bool((argmax_ids == target).all()),
         )
 
+    def vocabulary_processors(self, extra=None):
+        """``LogitsProcessorList`` (``extra`` first) that never lets ids >= ``valid_vocab_size`` win."""
+        from transformers import LogitsProcessorList
+
+        processors = LogitsProcessorList(extra or [])
+        if self.valid_vocab_size is not None and self.valid_vocab_size < self.config.vocab_size:
+            processors.append(_SuppressInvalidIds(self.valid_vocab_size))
+        return processors
+
     @torch.no_grad()
     def generate_from_embeds(self, inputs_embeds: torch.Tensor, max_new_tokens: int = 128,
                              prefill_chunk_size: int | None = None, **generation_kwargs) -> torch.Tensor:
@@ -381,11 +390,7 @@ class LongVAForCausalLM(Qwen2ForCausalLM, GenerationMixin):
         chunks (bounded memory for long videos); ``generate`` then continues from that cache.
         Ids at or above ``valid_vocab_size`` are never produced. Returns the new ids ``(1, n)``.
         """
-        from transformers import LogitsProcessorList
-
-        processors = LogitsProcessorList(generation_kwargs.pop("logits_processor", None) or [])
-        if self.valid_vocab_size is not None and self.valid_vocab_size < self.config.vocab_size:
-            processors.append(_SuppressInvalidIds(self.valid_vocab_size))
+        processors = self.vocabulary_processors(generation_kwargs.pop("logits_processor", None))
         length = inputs_embeds.shape[1]
         self.check_length(length + max_new_tokens)
         embeds = inputs_embeds.to(self.model.embed_tokens.weight.device, self.dtype)
