@@ -1,112 +1,256 @@
-"""Shared helpers for video multiple-choice tasks: media roots, answer extraction, breakdowns."""
+"""Shared helpers of the video multiple-choice tasks: media roots, annotation loading, answer
+extraction, missing-video bookkeeping and breakdown aggregation.
+
+Used by :mod:`longva_plugins.task_utils.videomme` and :mod:`longva_plugins.task_utils.mlvu`; the
+task folders ``tasks/longva_videomme`` and ``tasks/longva_mlvu`` only re-export those functions.
+"""
 
 from __future__ import annotations
 
+import functools
+import logging
 import os
 import re
 from collections import defaultdict
 from pathlib import Path
 
-from longva_plugins.errors import DataError
+from longva_plugins.errors import ConfigError, DataError
+
+logger = logging.getLogger(__name__)
 
 VIDEO_EXTENSIONS = (".mp4", ".MP4", ".mkv", ".webm", ".avi", ".mov")
+ANNOTATION_SUFFIXES = (".parquet", ".json", ".jsonl")
+
+#: Environment variable choosing the answer extraction (see :func:`extract_choice`).
+ANSWER_EXTRACTION_ENV = "LONGVA_ANSWER_EXTRACTION"
+ANSWER_EXTRACTION_MODES = ("lmms_eval", "paper")
 
 
+# --------------------------------------------------------------------------- media and data
 def hf_home() -> Path:
-    return Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface"))
+    """``$HF_HOME`` (default ``~/.cache/huggingface``), where lmms-eval's built-in tasks cache videos."""
+    return Path(os.path.expanduser(os.environ.get("HF_HOME") or "~/.cache/huggingface"))
 
 
 def media_root(env_var: str, default: Path) -> Path:
-    return Path(os.environ.get(env_var) or default)
+    """The folder named by ``env_var``, else ``default`` (the built-in task's layout)."""
+    value = os.environ.get(env_var)
+    return Path(os.path.expanduser(value)) if value else default
 
 
 def find_video(root: Path, name: str) -> str:
-    """The video path for ``name`` under ``root``, trying the usual extensions.
+    """The video path for ``name`` under ``root``, trying the usual extensions (.mp4, .MP4, .mkv, ...).
 
-    Returns the first candidate even when none exists: the model reports a missing file by its
-    path and the task counts it, instead of exiting.
+    Returns the ``.mp4`` candidate even when no file exists: the model then reports the missing
+    file by its path and the task counts it, instead of exiting like lmms-eval's built-in tasks.
     """
-    base = root / name
+    base = Path(root) / name
     stem = base.with_suffix("") if base.suffix in VIDEO_EXTENSIONS else base
     candidates = [base] + [stem.with_suffix(ext) for ext in VIDEO_EXTENSIONS]
     for candidate in candidates:
         if candidate.is_file():
             return str(candidate)
-    return str(base if base.suffix else stem.with_suffix(".mp4"))
+    return str(base if base.suffix in VIDEO_EXTENSIONS else stem.with_suffix(".mp4"))
 
 
-_PHRASES = r"(?:the\s+)?(?:correct\s+|best\s+|final\s+)?(?:answer|option|choice)\s*(?:is|:)?\s*"
+def video_problem(path: str) -> str | None:
+    """Why ``path`` cannot be a readable video (``"missing"``, ``"empty"``, ``"unreadable"``), or ``None``.
 
-
-def extract_choice(text, choices: str = "ABCD", options: list[str] | None = None) -> str:
-    """The option letter a free-form answer names, or ``""`` when none (or an ambiguous set) is named.
-
-    Priority: a letter opening the answer ("B", "(B)", "B.", "B) red", "b"); a letter after an
-    answer phrase ("The answer is B."); a single standalone letter anywhere; the text of exactly
-    one option ("red" when an option reads "B. red"). Several different standalone letters with
-    none in front ("A or C") is ambiguous and gives ``""``.
+    A cheap check on the file system only; decoding errors of present files are the model's to
+    report (the ``longva`` adapter logs them and answers empty, which is scored as wrong).
     """
-    if not isinstance(text, str):
-        return ""
-    s = text.strip()
-    if not s:
-        return ""
-    letters = re.escape(choices) + re.escape(choices.lower())
-    start = re.match(rf"^[\(\[\s]*([{letters}])(?:[\)\]\.:,\s]|$)", s)
-    if start:
-        return start.group(1).upper()
-    phrase = re.search(rf"{_PHRASES}[\(\[]?([{letters}])(?![A-Za-z])", s, flags=re.IGNORECASE)
-    if phrase:
-        return phrase.group(1).upper()
-    standalone = {m.group(1) for m in re.finditer(rf"(?<![A-Za-z])[\(\[]?([{re.escape(choices)}])[\)\]\.]?(?![A-Za-z])", s)}
-    if len(standalone) == 1:
-        return standalone.pop()
-    if options:
-        lowered = s.lower().rstrip(".")
-        hits = []
-        for letter, option in zip(choices, options):
-            body = re.sub(rf"^\(?[{re.escape(choices)}][\)\.:]\s*", "", str(option)).strip().lower().rstrip(".")
-            if body and (lowered == body or re.search(rf"\b{re.escape(body)}\b", lowered)):
-                hits.append(letter)
-        if len(hits) == 1:
-            return hits[0]
-    return ""
+    if not os.path.exists(path):
+        return "missing"
+    if not os.path.isfile(path) or not os.access(path, os.R_OK):
+        return "unreadable"
+    if os.path.getsize(path) == 0:
+        return "empty"
+    return None
 
 
-def accuracy_by(items: list[dict], key: str) -> dict[str, float]:
-    groups: dict[str, list[float]] = defaultdict(list)
-    for item in items:
-        groups[str(item.get(key, "unknown"))].append(float(item["score"]))
-    return {name: 100.0 * sum(v) / len(v) for name, v in sorted(groups.items())}
+def _annotation_files(path: Path) -> list[Path]:
+    if path.is_file():
+        return [path]
+    for suffix in ANNOTATION_SUFFIXES:  # the hub layouts keep parquet shards in a sub-folder
+        files = sorted(p for p in path.rglob(f"*{suffix}") if p.is_file())
+        if files:
+            return files
+    return []
 
 
-def missing_report(items: list[dict]) -> dict:
-    missing = sorted({item["video_path"] for item in items if item.get("missing_video")})
-    return {"missing_videos": len(missing), "missing_video_paths": missing[:50]}
+def load_annotations(env_var: str, hub_name: str, split: str, what: str, video_hint: str):
+    """The annotation rows of a benchmark as a ``datasets.Dataset``.
 
+    From the local parquet/json/jsonl file or folder named by ``env_var`` when set, otherwise from
+    the hub dataset ``hub_name`` (which works offline once cached). Raises :class:`DataError`
+    naming what to download and where to put it when neither is available.
 
-def load_annotations(env_var: str, hub_name: str, split: str, what: str, root_hint: Path):
-    """Annotations from a local parquet/json/jsonl (``env_var``) or the hub; a clear error if neither."""
+    :param what: a human name of the data, for messages ("Video-MME").
+    :param video_hint: where the videos are expected, for messages.
+    """
     import datasets
 
     local = os.environ.get(env_var)
     if local:
-        path = Path(local)
-        if not path.exists():
-            raise DataError(f"{env_var}={local} does not exist; point it at the {what} annotation file (parquet/json/jsonl)")
-        files = sorted(path.glob("*.parquet")) if path.is_dir() else [path]
+        path = Path(os.path.expanduser(local))
+        files = _annotation_files(path) if path.exists() else []
         if not files:
-            raise DataError(f"{env_var}={local} holds no parquet file; point it at the {what} annotation file")
+            raise DataError(
+                f"{env_var}={local}: no annotation file there. Point it at a local copy of the {what} "
+                f"annotations ({hub_name}, parquet or json/jsonl in the official column schema), e.g. "
+                f"`hf download {hub_name} --repo-type dataset --local-dir <dir>` then {env_var}=<dir>."
+            )
         kind = "parquet" if files[0].suffix == ".parquet" else "json"
-        return datasets.load_dataset(kind, data_files=[str(f) for f in files], split="train")
+        try:
+            return datasets.load_dataset(kind, data_files=[str(f) for f in files], split="train")
+        except Exception as exc:
+            raise DataError(f"{env_var}={local}: cannot read {what} annotations ({type(exc).__name__}: {exc})") from exc
     try:
         return datasets.load_dataset(hub_name, split=split)
     except Exception as exc:
         raise DataError(
-            f"{what} annotations not found: set {env_var} to a local copy of {hub_name} (parquet or json in the "
-            f"official column schema), or run once online so datasets caches it; videos go under {root_hint} "
-            f"(override with the matching *_ROOT variable). ({type(exc).__name__}: {str(exc)[:200]})"
+            f"{what} annotations not found: {hub_name} is not in the datasets cache and cannot be downloaded "
+            f"({type(exc).__name__}: {str(exc)[:200]}). Either run once online, or download it "
+            f"(`hf download {hub_name} --repo-type dataset --local-dir <dir>`) and set {env_var}=<dir> "
+            f"(parquet or json/jsonl in the official column schema). Videos are read from {video_hint}."
         ) from exc
 
 
-__all__ = ["accuracy_by", "extract_choice", "find_video", "hf_home", "load_annotations", "media_root", "missing_report"]
+def require_columns(doc: dict, columns: tuple[str, ...], what: str) -> None:
+    """Raise :class:`DataError` when ``doc`` lacks one of the official ``columns``."""
+    absent = [c for c in columns if c not in doc]
+    if absent:
+        raise DataError(
+            f"{what} annotations lack the column(s) {', '.join(absent)} (a row has: {', '.join(sorted(doc))}); "
+            f"use the official schema ({', '.join(columns)})."
+        )
+
+
+# --------------------------------------------------------------------------- answer extraction
+def answer_extraction_mode() -> str:
+    """The answer extraction in force: ``$LONGVA_ANSWER_EXTRACTION`` or ``"lmms_eval"``."""
+    mode = (os.environ.get(ANSWER_EXTRACTION_ENV) or "lmms_eval").strip().lower()
+    if mode not in ANSWER_EXTRACTION_MODES:
+        raise ConfigError(f"{ANSWER_EXTRACTION_ENV}={mode!r}; use one of {', '.join(ANSWER_EXTRACTION_MODES)}")
+    return mode
+
+
+# Phrases the mid-2024 lmms-eval Video-MME/MLVU extractor deleted before looking for a letter. Two
+# pairs were joined by missing commas in that list, so only the joined strings were deleted; kept
+# as it behaved, since the paper's numbers were computed with it.
+_PAPER_PREFIXES = (
+    "The best answer is",
+    "The correct answer is",
+    "The answer is",
+    "The answer",
+    "The best option isThe correct option is",
+    "Best answer:Best option:",
+)
+
+
+def _extract_paper(text: str, choices: str) -> str:
+    """The extraction of the lmms-eval release the LongVA paper used (first capital choice letter)."""
+    s = text.strip()
+    for prefix in _PAPER_PREFIXES:
+        s = s.replace(prefix, "")
+    match = re.search(f"[{re.escape(choices)}]", s)
+    # The original also returned "" for long answers without a letter, which this covers.
+    return match.group(0) if match else ""
+
+
+def extract_choice(text, choices: str = "ABCD", mode: str | None = None) -> str:
+    """The option letter a generated answer names, or ``""`` when none.
+
+    ``mode="lmms_eval"`` (default) is lmms-eval's own ``extract_mcq_answer``, exactly what the
+    built-in ``videomme`` / ``mlvu_dev`` tasks score with, so our numbers are comparable with
+    theirs. ``mode="paper"`` is the older first-capital-letter rule of the lmms-eval release the
+    paper's tables were computed with (``$LONGVA_ANSWER_EXTRACTION=paper``). Both are
+    case-sensitive: a lowercase "b" names no option, as in the built-ins.
+
+    :param text: the model output (anything that is not a string gives ``""``).
+    :param choices: the valid letters, e.g. ``"ABCD"``.
+    """
+    mode = mode or answer_extraction_mode()
+    if not isinstance(text, str) or not text.strip():
+        return ""
+    if mode == "paper":
+        return _extract_paper(text, choices)
+    if mode != "lmms_eval":
+        raise ConfigError(f"answer extraction mode {mode!r}; use one of {', '.join(ANSWER_EXTRACTION_MODES)}")
+    from lmms_eval.tasks._task_utils.mcq_extract import extract_mcq_answer
+
+    return extract_mcq_answer(text, choices=list(choices))
+
+
+# --------------------------------------------------------------------------- aggregation
+def accuracy_by(items: list[dict], key: str) -> dict[str, float]:
+    """Accuracy in percent per value of ``item[key]`` (sorted by value)."""
+    groups: dict[str, list[float]] = defaultdict(list)
+    for item in items:
+        groups[str(item.get(key, "unknown"))].append(float(item.get("score", 0.0)))
+    return {name: 100.0 * sum(scores) / len(scores) for name, scores in sorted(groups.items())}
+
+
+def failure_report(items: list[dict], limit: int = 100) -> dict:
+    """Counts of samples whose video was missing/unreadable or whose answer named no option."""
+    bad = sorted({item["video_path"] for item in items if item.get("video_problem")})
+    return {
+        "missing_videos": len(bad),
+        "missing_video_paths": bad[:limit],
+        "no_option_answers": sum(1 for item in items if not item.get("pred_answer")),
+    }
+
+
+def log_failures(task: str, summary: dict, root_env: str) -> None:
+    """Say at the end of a run how many videos were missing, naming a few and the variable to fix."""
+    count = summary.get("missing_videos", 0)
+    if count:
+        paths = summary.get("missing_video_paths", [])
+        logger.warning(
+            "%s: %d video(s) missing or unreadable, scored as wrong: %s%s. Download them, or point %s "
+            "at the folder that has them.",
+            task,
+            count,
+            ", ".join(paths[:10]),
+            " ..." if len(paths) > 10 else "",
+            root_env,
+        )
+
+
+def never_raises(task: str):
+    """Wrap an aggregation so a bug or odd item can never crash the end of a run (lmms-eval calls
+    aggregations after all generation is done; an exception there would lose the whole run)."""
+
+    def decorate(func):
+        @functools.wraps(func)
+        def wrapper(items, args=None):
+            try:
+                return func(items, args=args)
+            except Exception as exc:
+                logger.exception(
+                    "%s: aggregation failed; per-sample results are in the samples file (--log_samples)",
+                    task,
+                )
+                return {"error": f"{type(exc).__name__}: {exc}", "n": len(items)}
+
+        return wrapper
+
+    return decorate
+
+
+__all__ = [
+    "ANSWER_EXTRACTION_ENV",
+    "ANSWER_EXTRACTION_MODES",
+    "accuracy_by",
+    "answer_extraction_mode",
+    "extract_choice",
+    "failure_report",
+    "find_video",
+    "hf_home",
+    "load_annotations",
+    "log_failures",
+    "media_root",
+    "never_raises",
+    "require_columns",
+    "video_problem",
+]

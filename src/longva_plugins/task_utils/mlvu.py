@@ -1,28 +1,51 @@
-"""MLVU (dev, multiple choice) in the paper's lmms-eval protocol, robust to missing videos.
+"""MLVU dev (multiple choice) in the LongVA paper's lmms-eval protocol, robust to missing videos.
+
+Prompt and answer extraction are those of lmms-eval's built-in ``mlvu_dev``. M-Avg (the paper's
+MLVU number, 56.3 at 256 frames) is the mean of the per-question-type accuracies; we average over
+the types actually present (the built-in divides by all seven dev types, so a subset run would be
+pulled towards zero) and keep every per-type accuracy in results.json.
 
 Environment:
-    LONGVA_MLVU_ANNOTATIONS  local parquet/json copy of ``sy1998/MLVU_dev`` (else the hub)
-    LONGVA_MLVU_ROOT         folder the ``video_name`` paths are relative to (default ``$HF_HOME/mlvu``)
+    LONGVA_MLVU_ANNOTATIONS  local parquet/json(l) file or folder with the ``sy1998/MLVU_dev``
+                             annotations (default: the hub dataset, cached)
+    LONGVA_MLVU_ROOT         folder the ``video_name`` paths are relative to (default ``$HF_HOME/mlvu``,
+                             the built-in task's layout)
 
-``longva_mlvu_test`` is not provided: the public test annotations carry no answers to score.
+``longva_mlvu_test`` is not provided: the public MLVU test annotations carry no answers to score.
 """
 
 from __future__ import annotations
 
-import os
+import string
 from pathlib import Path
 
 from longva_plugins.task_utils.common import (
     accuracy_by,
+    answer_extraction_mode,
     extract_choice,
+    failure_report,
     find_video,
     hf_home,
     load_annotations,
+    log_failures,
     media_root,
-    missing_report,
+    never_raises,
+    require_columns,
+    video_problem,
 )
 
-DEFAULT_POST_PROMPT = "\nOnly give the best option.\nBest option: ("
+HUB_DATASET = "sy1998/MLVU_dev"
+COLUMNS = ("video_name", "question", "candidates", "answer", "task_type")
+#: The multiple-choice question types of MLVU dev (for documentation; others are accepted too).
+DEV_TASK_TYPES = (
+    "anomaly_reco",
+    "count",
+    "ego",
+    "needle",
+    "order",
+    "plotQA",
+    "topic_reasoning",
+)
 
 
 def video_root() -> Path:
@@ -30,40 +53,81 @@ def video_root() -> Path:
 
 
 def mlvu_process_docs(dataset):
-    return load_annotations("LONGVA_MLVU_ANNOTATIONS", "sy1998/MLVU_dev", "test", "MLVU dev", video_root())
+    """The MLVU dev questions (the task YAML points at a placeholder file; rows come from here)."""
+    answer_extraction_mode()  # a bad $LONGVA_ANSWER_EXTRACTION fails at build time, not per sample
+    docs = load_annotations("LONGVA_MLVU_ANNOTATIONS", HUB_DATASET, "test", "MLVU dev", str(video_root()))
+    if len(docs):
+        require_columns(docs[0], COLUMNS, "MLVU dev")
+    return docs
 
 
-def mlvu_doc_to_visual(doc):
+def mlvu_doc_to_visual(doc) -> list[str]:
+    """``[video path]``, also when the file is missing (the model reports it by path)."""
     return [find_video(video_root(), doc["video_name"])]
 
 
-def mlvu_doc_to_text(doc, lmms_eval_specific_kwargs=None):
+def mlvu_doc_to_text(doc, lmms_eval_specific_kwargs=None) -> str:
+    """pre prompt + question (options included by the dataset) + post prompt, as the built-in."""
     kwargs = lmms_eval_specific_kwargs or {}
-    return f"{kwargs.get('pre_prompt', '')}{doc['question']}{kwargs.get('post_prompt', DEFAULT_POST_PROMPT)}"
+    return f"{kwargs.get('pre_prompt', '')}{doc['question']}{kwargs.get('post_prompt', '')}"
 
 
-def mlvu_process_results(doc, results):
+def answer_letter(doc) -> str:
+    """The correct letter: the ``answer`` column is a letter, or (older copies) a candidate's text."""
+    answer = str(doc["answer"]).strip()
+    candidates = [str(c).strip() for c in (doc.get("candidates") or [])]
+    if answer in candidates:  # a candidate's text wins over a one-letter reading ("a" as an answer)
+        return string.ascii_uppercase[candidates.index(answer)]
+    letter = answer.strip("()").upper()
+    return letter if len(letter) == 1 and letter in string.ascii_uppercase else answer
+
+
+def mlvu_process_results(doc, results) -> dict:
     prediction = results[0] if results else ""
     path = mlvu_doc_to_visual(doc)[0]
-    predicted = extract_choice(prediction, "ABCDEF", list(doc.get("candidates") or []) or None)
-    return {"longva_mlvu_accuracy": {
-        "question": doc["question"], "question_type": doc["task_type"], "prediction": prediction,
-        "pred_answer": predicted, "answer": doc["answer"],
-        "score": float(predicted == str(doc["answer"]).strip().strip("()").upper()),
-        "video_path": path, "missing_video": not os.path.exists(path),
-    }}
-
-
-def mlvu_aggregate(items, args=None):
-    """Per-question-type accuracy (%), M-Avg over the types present, overall, missing videos."""
-    if not items:
-        return {"m_avg": 0.0, "overall": 0.0, "n": 0}
-    per_type = accuracy_by(items, "question_type")
+    # The built-in extracts over A-D; questions with more candidates get their extra letters.
+    choices = string.ascii_uppercase[: max(4, len(doc.get("candidates") or []))]
+    predicted = extract_choice(prediction, choices)
+    expected = answer_letter(doc)
     return {
-        "m_avg": sum(per_type.values()) / len(per_type),
-        "overall": 100.0 * sum(float(i["score"]) for i in items) / len(items),
-        "n": len(items), "per_question_type": per_type, **missing_report(items),
+        "longva_mlvu_accuracy": {
+            "question_id": str(doc.get("question_id", doc["question"])),
+            "question_type": doc["task_type"],
+            "duration": doc.get("duration"),
+            "prediction": prediction if isinstance(prediction, str) else str(prediction),
+            "pred_answer": predicted,
+            "answer": expected,
+            "score": float(bool(predicted) and predicted == expected),
+            "video_path": path,
+            "video_problem": video_problem(path),
+        }
     }
 
 
-__all__ = ["mlvu_aggregate", "mlvu_doc_to_text", "mlvu_doc_to_visual", "mlvu_process_docs", "mlvu_process_results"]
+@never_raises("longva_mlvu_dev")
+def mlvu_aggregate(items, args=None) -> dict:
+    """M-Avg over the question types present, per-type and overall accuracy (%), failures."""
+    per_type = accuracy_by(items, "question_type")
+    summary = {
+        "m_avg": sum(per_type.values()) / len(per_type) if per_type else 0.0,
+        "overall": 100.0 * sum(float(i["score"]) for i in items) / len(items) if items else 0.0,
+        "n": len(items),
+        "per_question_type": per_type,
+        "question_types_absent": [t for t in DEV_TASK_TYPES if t not in per_type],
+        **failure_report(items),
+        "answer_extraction": answer_extraction_mode(),
+    }
+    log_failures("longva_mlvu_dev", summary, "LONGVA_MLVU_ROOT")
+    return summary
+
+
+__all__ = [
+    "COLUMNS",
+    "DEV_TASK_TYPES",
+    "answer_letter",
+    "mlvu_aggregate",
+    "mlvu_doc_to_text",
+    "mlvu_doc_to_visual",
+    "mlvu_process_docs",
+    "mlvu_process_results",
+]
