@@ -20,6 +20,15 @@ Workarounds where lmms-eval 0.7.x leaves no public route (tested in
    for every model. The fix is applied only when that behaviour is detected on the installed
    version, and passes ``(number, bool)`` pairs through unchanged; every other output takes the
    original code path.
+3. **A setting error ends the run non-zero.** lmms-eval's CLI catches every exception of a run,
+   prints it among other output and exits 0, so a wrong setting (``max_frame_num=128``,
+   ``video_decode_backend=decrod``) looks like a finished run. :func:`stop_run` records the
+   :class:`~longva_plugins.errors.SettingError`; at interpreter exit, only when the process is
+   lmms-eval's CLI, the message is printed as the last line and the process exits with status 2
+   (``os._exit``, after flushing output: lmms-eval's ``__main__`` calls ``sys.exit(0)`` itself, and
+   an exit handler cannot change that status any other way).
+4. **filelock.** lmms-eval 0.7.3's evaluator imports ``filelock._api``, which filelock 4.3 removed;
+   ``pyproject.toml`` bounds ``filelock<4.3`` and :func:`filelock_problem` lets ``doctor`` say so.
 
 Every function here is safe to call repeatedly, and the entry-point callable never raises: a
 raising entry point would make lmms-eval skip every plugin loaded after it.
@@ -27,6 +36,7 @@ raising entry point would make lmms-eval skip every plugin loaded after it.
 
 from __future__ import annotations
 
+import atexit
 import functools
 import importlib
 import importlib.metadata
@@ -43,6 +53,8 @@ MODEL_ALIASES = ("longva_hf",)
 MODEL_CLASS_PATH = "longva_plugins.adapter.lmms_longva.LongVA"
 SUPPORTED_LMMS_EVAL = ">=0.7.3,<0.8"
 _MARK = "__longva_plugins_wrapped__"
+#: Exit status of an lmms-eval CLI run stopped by a setting error.
+SETTING_ERROR_EXIT_STATUS = 2
 
 
 def lmms_eval_version() -> str | None:
@@ -173,6 +185,94 @@ def patch_loglikelihood_results() -> bool:
     return True
 
 
+def task_discovery_active() -> bool:
+    """Whether ``TaskManager.initialize_tasks`` carries the plugin task folders (workaround 1)."""
+    tasks = importlib.import_module("lmms_eval.tasks")
+    return bool(getattr(tasks.TaskManager.initialize_tasks, _MARK, False))
+
+
+# --------------------------------------------------------------------------- filelock
+def filelock_problem() -> str | None:
+    """Why the installed filelock breaks lmms-eval's evaluator, or ``None`` when it does not.
+
+    lmms-eval 0.7.3's ``evaluator._enable_reentrant_filelocks`` (run by every ``simple_evaluate``)
+    does ``import filelock._api`` and patches ``FileLockMeta``; filelock 4.3 moved that class.
+    """
+    import importlib.util
+
+    try:
+        version = importlib.metadata.version("filelock")
+    except importlib.metadata.PackageNotFoundError:
+        return "filelock is not installed (pip install 'filelock<4.3')"
+    try:
+        found = importlib.util.find_spec("filelock._api") is not None
+    except (ImportError, ValueError):
+        found = False
+    if not found:
+        return (
+            f"filelock {version} has no filelock._api, which lmms-eval's evaluator imports: every "
+            "`lmms-eval eval` fails with \"No module named 'filelock._api'\"; pip install 'filelock>=3.16,<4.3'"
+        )
+    return None
+
+
+# --------------------------------------------------------------------------- setting errors
+_SETTING_ERRORS: list[str] = []
+
+
+def _is_lmms_eval_cli() -> bool:
+    main = sys.modules.get("__main__")
+    spec = getattr(main, "__spec__", None)
+    if spec is not None and spec.name in ("lmms_eval.__main__", "lmms_eval"):
+        return True
+    return os.path.basename(sys.argv[0] if sys.argv else "") in ("lmms-eval", "lmms_eval")
+
+
+def _exit_after_setting_error() -> None:
+    if not _SETTING_ERRORS or not _is_lmms_eval_cli():
+        return
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:
+            pass
+    message = _SETTING_ERRORS[-1].replace("\n", "\n    ")
+    sys.stderr.write(f"longva-plugins: the run stopped before its first sample: {message}\n")
+    sys.stderr.flush()
+    os._exit(SETTING_ERROR_EXIT_STATUS)
+
+
+def stop_run(exc: BaseException) -> None:
+    """Record a setting error so that an lmms-eval CLI run ends with it as its last line and a
+    non-zero exit status (see workaround 3 above). Call it just before re-raising ``exc``."""
+    if not _SETTING_ERRORS:
+        atexit.register(_exit_after_setting_error)
+    _SETTING_ERRORS.append(str(exc))
+    logger.error("longva-plugins: %s", exc)
+
+
+def recorded_setting_errors() -> list[str]:
+    """The setting errors :func:`stop_run` recorded in this process (for tests and tools)."""
+    return list(_SETTING_ERRORS)
+
+
+def settings_checked(func):
+    """Decorate a model ``__init__`` or a task's ``process_docs``: a :class:`SettingError` raised
+    inside is recorded with :func:`stop_run` and re-raised unchanged."""
+    from longva_plugins.errors import SettingError
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except SettingError as exc:
+            stop_run(exc)
+            raise
+
+    return wrapper
+
+
 # --------------------------------------------------------------------------- public API
 def install() -> list[str]:
     """Wire longva-plugins into lmms-eval for Python API users (see :func:`longva_plugins.install`).
@@ -253,6 +353,12 @@ def lmms_eval_manifests():
 
 
 __all__ = [
+    "SETTING_ERROR_EXIT_STATUS",
+    "filelock_problem",
+    "recorded_setting_errors",
+    "settings_checked",
+    "stop_run",
+    "task_discovery_active",
     "MODEL_ALIASES",
     "MODEL_CLASS_PATH",
     "MODEL_ID",

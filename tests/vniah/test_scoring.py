@@ -12,7 +12,8 @@ import torch
 
 from longva_plugins.models.longva import LongVAForCausalLM
 from longva_plugins.models.longva.processing_longva import LongVAImageProcessor
-from longva_plugins.vniah.cache import CellStore, EmbeddingCache, atomic_write_bytes
+from longva_plugins.fileio import atomic_write_bytes
+from longva_plugins.vniah.cache import CellStore, EmbeddingCache
 from longva_plugins.vniah.grid import PRESETS, insertion_index, layout, parse_grid
 from longva_plugins.vniah.haystack import Haystack, SyntheticHaystack
 from longva_plugins.vniah.needles import Needle
@@ -38,6 +39,9 @@ class IdProcessor:
 
     def tokenize(self, text):
         return torch.tensor(self.table[text])
+
+    def fingerprint(self):
+        return json.dumps(self.table, sort_keys=True)
 
     def preprocess_frames(self, frames, mode="crop"):
         return self.image_processor(frames, mode=mode)

@@ -18,6 +18,7 @@ with the file name and counted in :attr:`LongVA.failures`; the run goes on.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 from typing import Any
@@ -27,18 +28,13 @@ from lmms_eval.api.instance import Instance
 from lmms_eval.api.model import lmms
 from tqdm import tqdm
 
-from longva_plugins.adapter.visuals import VisualInputError, encode_visuals
-from longva_plugins.errors import ConfigError, ContextLengthError, LongVAError
+from longva_plugins.adapter.settings import check_settings as _check_settings
+from longva_plugins.adapter.settings import stop_token_ids as _stop_token_ids
+from longva_plugins.adapter.visuals import encode_visuals
+from longva_plugins.errors import ContextLengthError, SampleError, SettingError
+from longva_plugins.lmms_eval_compat import settings_checked
 
 logger = logging.getLogger(__name__)
-
-CHATML_TEMPLATES = ("qwen_1_5", "qwen_2", "chatml")
-#: model_args of the built-in adapter that have no effect here, accepted for drop-in use.
-ACCEPTED_NOOP_ARGS = ("truncation", "truncate_context", "model_name", "use_cache", "customized_config", "token_strategy")
-
-
-def _as_bool(value) -> bool:
-    return value if isinstance(value, bool) else str(value).lower() in ("1", "true", "yes")
 
 
 class LongVA(lmms):
@@ -64,6 +60,7 @@ class LongVA(lmms):
 
     is_simple = True
 
+    @settings_checked
     def __init__(self, pretrained: str = "lmms-lab/LongVA-7B", device: str | None = None, device_map: str | None = None,
                  batch_size: int | str = 1, torch_dtype: str | None = None, dtype: str | None = None,
                  attn_implementation: str | None = None, conv_template: str = "qwen_1_5", max_frames_num: int = 32,
@@ -75,16 +72,16 @@ class LongVA(lmms):
         from longva_plugins.models.longva import LongVAForCausalLM, LongVAProcessor
         from longva_plugins.models.longva.processing_longva import DEFAULT_SYSTEM
 
-        for name in list(kwargs):
-            if name in ACCEPTED_NOOP_ARGS:
-                kwargs.pop(name)
-        if kwargs:
-            logger.warning("longva: ignoring unknown model_args %s", ", ".join(f"{k}={v}" for k, v in kwargs.items()))
-        if conv_template not in CHATML_TEMPLATES:
-            raise ConfigError(
-                f"conv_template={conv_template!r} is not LongVA's prompt format; LongVA-7B was trained with "
-                f"qwen_1_5 (ChatML). Use one of {', '.join(CHATML_TEMPLATES)}."
-            )
+        # Every setting is checked before the (possibly minutes-long) load, and all problems are
+        # reported together: a wrong setting must stop the run, never turn into empty answers.
+        settings = _check_settings(
+            kwargs, known=MODEL_ARGS, conv_template=conv_template, batch_size=batch_size, max_frames_num=max_frames_num,
+            max_fps=max_fps, video_decode_backend=video_decode_backend,
+            mm_spatial_pool_stride=mm_spatial_pool_stride, mm_spatial_pool_mode=mm_spatial_pool_mode,
+            encode_chunk_size=encode_chunk_size, prefill_chunk_size=prefill_chunk_size,
+            dtype=torch_dtype or dtype, device=device, device_map=device_map,
+            allow_length_extrapolation=allow_length_extrapolation, peft=peft,
+        )
         self._rank = int(os.environ.get("RANK", 0))
         self._world_size = int(os.environ.get("WORLD_SIZE", 1))
         local_rank = int(os.environ.get("LOCAL_RANK", 0))
@@ -103,18 +100,23 @@ class LongVA(lmms):
         self._device = torch.device(device) if device_map != "auto" else self.model.model.embed_tokens.weight.device
         self.processor = LongVAProcessor.from_pretrained(pretrained)
         self.model.valid_vocab_size = len(self.processor)
-        self.model.allow_length_extrapolation = _as_bool(allow_length_extrapolation)
-        if mm_spatial_pool_stride is not None:
-            self.model.config.mm_spatial_pool_stride = int(mm_spatial_pool_stride)
+        self.model.allow_length_extrapolation = settings["allow_length_extrapolation"]
+        if settings["mm_spatial_pool_stride"] is not None:
+            self.model.config.mm_spatial_pool_stride = settings["mm_spatial_pool_stride"]
         if mm_spatial_pool_mode is not None:
             self.model.config.mm_spatial_pool_mode = mm_spatial_pool_mode
-        self.batch_size_per_gpu = int(batch_size) if str(batch_size).isdigit() else 1
-        self.max_frames_num = int(max_frames_num)
-        self.max_fps = float(max_fps) if max_fps is not None else None
+        self.batch_size_per_gpu = settings["batch_size"]
+        self.max_frames_num = settings["max_frames_num"]
+        self.max_fps = settings["max_fps"]
         self.video_decode_backend = video_decode_backend
-        self.encode_chunk_size = int(encode_chunk_size)
-        self.prefill_chunk_size = int(prefill_chunk_size) if prefill_chunk_size else None
+        self.encode_chunk_size = settings["encode_chunk_size"]
+        self.prefill_chunk_size = settings["prefill_chunk_size"]
         self.system_prompt = system_prompt if system_prompt is not None else DEFAULT_SYSTEM
+        self.stop_token_ids = _stop_token_ids(self.model, self.processor)
+        try:  # a frame count that can never fit the context is a setting, not a per-sample, problem
+            self.model.check_length(self.max_frames_num * self.model.config.tokens_per_frame)
+        except ContextLengthError as exc:
+            raise SettingError(f"max_frames_num={self.max_frames_num}: {exc}") from None
         #: ``(task, doc_id, message)`` for every sample answered empty because of bad input.
         self.failures: list[tuple[str, Any, str]] = []
         if self._world_size > 1 and not torch.distributed.is_initialized() and os.environ.get("MASTER_ADDR"):
@@ -194,7 +196,7 @@ class LongVA(lmms):
         if do_sample:
             extra.update(temperature=temperature, **({"top_p": top_p} if top_p is not None else {}))
         common = dict(max_new_tokens=max_new_tokens, do_sample=do_sample, num_beams=num_beams,
-                      eos_token_id=self.processor.eos_token_id, pad_token_id=self.processor.pad_token_id, **extra)
+                      eos_token_id=self.stop_token_ids, pad_token_id=self.processor.pad_token_id, **extra)
         if len(batch) == 1:
             new_ids = self.model.generate_from_embeds(batch[0], prefill_chunk_size=self.prefill_chunk_size, **common)
         else:
@@ -245,7 +247,7 @@ class LongVA(lmms):
             try:
                 blocks = self._encode(self._visuals(doc_to_visual, task, split, doc_id))
                 embeds = self._prompt_embeds([self._user_message(context, len(blocks))], blocks)
-            except (VisualInputError, ContextLengthError, LongVAError) as exc:
+            except SampleError as exc:
                 self._record_failure(task, doc_id, exc)
                 results[index] = ""
                 continue
@@ -274,9 +276,9 @@ class LongVA(lmms):
                 embeds = self._prompt_embeds([self._user_message(context, len(blocks))], blocks)
                 cont_ids = self.processor.tokenize(str(continuation))
                 if cont_ids.numel() == 0:
-                    raise ConfigError(f"empty continuation {continuation!r}")
+                    raise SampleError(f"empty continuation {continuation!r}")
                 self.model.check_length(embeds.shape[1] + cont_ids.numel())
-            except (VisualInputError, ContextLengthError, LongVAError) as exc:
+            except SampleError as exc:
                 self._record_failure(task, doc_id, exc)
                 results.append((float("inf"), False))
                 continue
@@ -295,7 +297,7 @@ class LongVA(lmms):
             answers: list[str] = []
             try:
                 blocks = self._encode(self._visuals(doc_to_visual, task, split, doc_id))
-            except (VisualInputError, LongVAError) as exc:
+            except SampleError as exc:
                 self._record_failure(task, doc_id, exc)
                 results.append([""])
                 continue
@@ -311,13 +313,17 @@ class LongVA(lmms):
                     messages += [{"role": "assistant", "content": answers[-1]}, {"role": "user", "content": context}]
                 try:
                     embeds = self._prompt_embeds(messages, blocks)
-                except (ContextLengthError, LongVAError) as exc:
+                except SampleError as exc:
                     self._record_failure(task, doc_id, exc)
                     break
                 answers.append(self._generate(embeds, gen_kwargs or {}))
             results.append(answers or [""])
         self._report_failures("generate_until_multi_round", start)
         return results
+
+
+#: The model_args this adapter takes (for the unknown-model_arg check).
+MODEL_ARGS = tuple(n for n in inspect.signature(LongVA.__init__).parameters if n not in ("self", "kwargs"))
 
 
 def _apply_peft(model, adapter_dir: str):

@@ -19,12 +19,12 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from longva_plugins.errors import ContextLengthError, LongVAError, VideoDecodeError
+from longva_plugins.errors import ContextLengthError, SampleError, VideoDecodeError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 
 
-class VisualInputError(LongVAError, ValueError):
+class VisualInputError(SampleError, ValueError):
     """A visual input of one sample cannot be used (missing, corrupt, unsupported)."""
 
 

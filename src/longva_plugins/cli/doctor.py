@@ -81,6 +81,16 @@ def _video_checks() -> list[Check]:
 
 def _wiring_checks() -> list[Check]:
     checks: list[Check] = []
+    try:
+        from longva_plugins.lmms_eval_compat import filelock_problem
+
+        problem = filelock_problem()
+    except Exception as exc:
+        problem = f"{type(exc).__name__}: {exc}"
+    checks.append(
+        Check("filelock", problem is None, problem or _version("filelock") or "?",
+              "pip install 'filelock>=3.16,<4.3' (lmms-eval 0.7.3 imports filelock._api)")
+    )
     eps = [ep for ep in importlib.metadata.entry_points(group="lmms_eval.models") if ep.value.startswith("longva_plugins.")]
     checks.append(
         Check("lmms-eval entry point", bool(eps), ", ".join(f"{ep.name} -> {ep.value}" for ep in eps) or "not registered",
@@ -100,7 +110,7 @@ def _wiring_checks() -> list[Check]:
             Check("--model longva", ours, manifest.simple_class_path or "?",
                   "another plugin overrides 'longva'; check `pip list` for lmms-eval plugins")
         )
-        wrapped = getattr(importlib.import_module("lmms_eval.tasks").TaskManager.initialize_tasks, compat._MARK, False)
+        wrapped = compat.task_discovery_active()
         checks.append(
             Check("zero-flag task discovery", wrapped, "active" if wrapped else "inactive",
                   f"pass --include_path {compat.task_folder_hint()}")

@@ -44,7 +44,7 @@ class Sample:
 
 def tokenize_conversation(processor, conversations: list[dict], system: str | None = None):
     """``(input_ids, labels)`` for a multi-turn conversation in the ``qwen_1_5`` template."""
-    from longva_plugins.models.longva.processing_longva import DEFAULT_SYSTEM
+    from longva_plugins.models.longva.processing_longva import CHATML_CLOSE, CHATML_END, DEFAULT_SYSTEM, chatml_open, chatml_turn
 
     system = DEFAULT_SYSTEM if system is None else system
     ids: list[int] = []
@@ -55,17 +55,17 @@ def tokenize_conversation(processor, conversations: list[dict], system: str | No
         ids.extend(piece)
         labels.extend(piece if train else [IGNORE_INDEX] * len(piece))
 
-    add(f"<|im_start|>system\n{system}<|im_end|>\n", False)
+    add(chatml_turn("system", system), False)
     for turn in conversations:
         role = ROLES.get(turn.get("from", ""))
         if role is None:
             raise DataError(f"unknown speaker {turn.get('from')!r}; use 'human' or 'gpt'")
         if role == "user":
-            add(f"<|im_start|>user\n{turn['value']}<|im_end|>\n<|im_start|>assistant\n", False)
+            add(chatml_turn("user", turn["value"]) + chatml_open("assistant"), False)
         else:
             add(str(turn["value"]), True)
-            add("<|im_end|>", True)  # learn to end the turn
-            add("\n", False)
+            add(CHATML_END, True)  # learn to end the turn
+            add(CHATML_CLOSE[len(CHATML_END):], False)
     return torch.tensor(ids, dtype=torch.long), torch.tensor(labels, dtype=torch.long)
 
 

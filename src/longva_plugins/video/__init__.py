@@ -73,6 +73,31 @@ def sample_indices(total_frames: int, num_frames: int | None = None, fps: float 
     return np.linspace(0, total_frames - 1, num_frames).astype(int).tolist()
 
 
+def probe_video(path: str | os.PathLike) -> tuple[float | None, int]:
+    """``(average fps or None, frame count)`` from the container, decoding nothing.
+
+    A container that reports no frame count (mkv, some webm) is counted by demuxing its packets.
+    Raises :class:`VideoDecodeError` naming the file when it cannot be opened or has no video.
+    """
+    import av
+
+    path = os.fspath(path)
+    try:
+        with av.open(path) as container:
+            if not container.streams.video:
+                raise VideoDecodeError(f"no video stream in {path}")
+            stream = container.streams.video[0]
+            fps = float(stream.average_rate) if stream.average_rate else None
+            total = int(stream.frames or 0)
+            if not total:
+                total = sum(1 for packet in container.demux(stream) if packet.size)
+    except VideoDecodeError:
+        raise
+    except Exception as exc:  # av.error.* and OSError
+        raise VideoDecodeError(f"cannot open {path}: {type(exc).__name__}: {exc}") from exc
+    return fps, total
+
+
 def available_backends() -> dict[str, bool]:
     """``{backend: importable}`` across built-in and plugin backends."""
     from longva_plugins.plugins import get_plugin_manager
@@ -113,4 +138,4 @@ def read_video(path: str | os.PathLike, num_frames: int | None = None, max_fps: 
     return result
 
 
-__all__ = ["BACKENDS", "VideoDecodeError", "VideoFrames", "available_backends", "read_video", "sample_indices"]
+__all__ = ["BACKENDS", "VideoDecodeError", "VideoFrames", "available_backends", "probe_video", "read_video", "sample_indices"]

@@ -13,44 +13,52 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import torch
 
+from longva_plugins.fileio import atomic_write_bytes
 from longva_plugins.models.longva.tiny import default_cache_dir
 
 
-def _key(*parts) -> str:
+def cache_key(*parts) -> str:
+    """The SHA-256 hex digest of ``parts`` joined by a separator (names every cache entry)."""
     return hashlib.sha256("\x1f".join(map(str, parts)).encode()).hexdigest()
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+#: Bumped whenever the V-NIAH protocol changes (haystack sampling, insertion, scoring): every
+#: cached embedding and cell of an older protocol then misses instead of being served.
+PROTOCOL_VERSION = 2
 
 
-def model_fingerprint(model) -> str:
-    """Identifies the weights that produce visual embeddings and scores (cheap: a few tensors)."""
+def weights_digest(model) -> str:
+    """A hash of every tensor of ``model`` (names, dtypes, shapes and bytes, in name order).
+
+    Streams one tensor at a time through BLAKE2b (about 1 GB/s: some seconds for LongVA-7B, once
+    per scorer), so changing any single weight -- a decoder layer, the vision tower, a merged
+    LoRA -- gives a different digest.
+    """
+    h = hashlib.blake2b(digest_size=16)
+    for name, tensor in sorted(model.state_dict().items()):
+        t = tensor.detach()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}\x1f".encode())
+        if t.device.type != "cpu":
+            t = t.cpu()
+        h.update(t.contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def model_fingerprint(model, processor=None) -> str:
+    """Identifies everything that determines an embedding or a cell: every weight, the config,
+    the dtype, the tokenizer and preprocessing (when ``processor`` is given), the protocol version."""
     h = hashlib.sha256()
-    h.update(str(getattr(model.config, "_name_or_path", "")).encode())
+    h.update(f"vniah-protocol={PROTOCOL_VERSION}\x1f".encode())
     h.update(json.dumps({k: str(v) for k, v in sorted(model.config.to_dict().items())}, sort_keys=True).encode())
-    for tensor in (next(model.model.mm_projector.parameters()), model.lm_head.weight, model.model.embed_tokens.weight):
-        flat = tensor.detach().float().flatten()
-        h.update(flat[:4096].cpu().numpy().tobytes())
-        h.update(str(float(flat.sum())).encode())
     h.update(str(model.dtype).encode())
-    return h.hexdigest()[:24]
+    h.update(weights_digest(model).encode())
+    if processor is not None:  # LongVAProcessor.fingerprint(): tokenizer and image preprocessing
+        h.update(processor.fingerprint().encode())
+    return h.hexdigest()[:32]
 
 
 class EmbeddingCache:
@@ -71,7 +79,7 @@ class EmbeddingCache:
         self._memory[path] = tensor
 
     def path(self, fingerprint: str, preprocessing: str, source: str, index) -> Path:
-        key = _key(fingerprint, preprocessing, source, index)
+        key = cache_key(fingerprint, preprocessing, source, index)
         return self.root / "embeddings" / key[:2] / f"{key}.pt"
 
     def get_or_compute(self, fingerprint: str, preprocessing: str, source: str, indices: list, compute) -> torch.Tensor:
@@ -108,7 +116,7 @@ class CellStore:
         self.root = Path(root) if root else default_cache_dir() / "vniah"
 
     def path(self, **key) -> Path:
-        digest = _key(*(f"{k}={key[k]}" for k in sorted(key)))
+        digest = cache_key(*(f"{k}={key[k]}" for k in sorted(key)))
         return self.root / "cells" / digest[:2] / f"{digest}.json"
 
     def get(self, **key) -> dict | None:
@@ -124,4 +132,4 @@ class CellStore:
         atomic_write_bytes(self.path(**key), json.dumps(record, sort_keys=True).encode())
 
 
-__all__ = ["CellStore", "EmbeddingCache", "atomic_write_bytes", "model_fingerprint"]
+__all__ = ["PROTOCOL_VERSION", "CellStore", "EmbeddingCache", "cache_key", "model_fingerprint", "weights_digest"]

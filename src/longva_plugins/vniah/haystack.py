@@ -31,8 +31,9 @@ class Haystack:
     def check_length(self, num_frames: int) -> None:
         if self.length is not None and num_frames > self.length:
             raise ConfigError(
-                f"haystack {self.identity} has {self.length} frames at 1 FPS but the grid asks for {num_frames}; "
-                "use a longer video or a smaller grid (LONGVA_VNIAH_GRID)"
+                f"LONGVA_VNIAH_GRID asks for {num_frames} frames but the haystack {self.identity} "
+                f"(LONGVA_VNIAH_HAYSTACK) has {self.length} frames at 1 FPS; allowed: at most {self.length} frames "
+                "(use a longer video or a smaller grid)"
             )
 
 
@@ -83,7 +84,16 @@ class VideoHaystack(Haystack):
         self.identity = f"video:{os.path.basename(self.path)}:{digest}"
         self.backend = backend
         self._frames: np.ndarray | None = None
-        self.length = None
+        from longva_plugins.errors import VideoDecodeError
+        from longva_plugins.video import probe_video, sample_indices
+
+        try:  # the 1-FPS length from the header: a grid that does not fit fails at task build
+            fps, total = probe_video(self.path)
+        except VideoDecodeError as exc:
+            raise ConfigError(f"LONGVA_VNIAH_HAYSTACK={self.path}: {exc}") from exc
+        if total <= 0:
+            raise ConfigError(f"LONGVA_VNIAH_HAYSTACK={self.path}: the video has no frames")
+        self.length = len(sample_indices(total, None, fps, 1.0))
 
     def _load(self) -> np.ndarray:
         if self._frames is None:
@@ -92,10 +102,6 @@ class VideoHaystack(Haystack):
             self._frames = read_video(self.path, max_fps=1.0, backend=self.backend).frames
             self.length = len(self._frames)
         return self._frames
-
-    def check_length(self, num_frames: int) -> None:
-        self._load()
-        super().check_length(num_frames)
 
     def frames(self, indices) -> np.ndarray:
         data = self._load()

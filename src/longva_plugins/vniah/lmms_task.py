@@ -16,6 +16,9 @@ import re
 import string
 from pathlib import Path
 
+from longva_plugins.errors import SettingProblems
+from longva_plugins.fileio import atomic_output
+from longva_plugins.lmms_eval_compat import settings_checked
 from longva_plugins.vniah.grid import env_settings, layout, parse_grid
 
 logger = logging.getLogger(__name__)
@@ -25,15 +28,40 @@ def _settings() -> dict:
     return env_settings()
 
 
+def check_task_settings(settings: dict):
+    """``(grid, needles)`` for the V-NIAH environment settings, or one ``SettingError`` naming every
+    bad one (grid, haystack, needle folder, training-length line, cache folder) before any sample."""
+    from longva_plugins.vniah.haystack import resolve_haystack
+    from longva_plugins.vniah.needles import resolve_needles
+
+    problems = SettingProblems("V-NIAH task settings")
+    grid = problems.attempt(lambda: parse_grid(settings["grid"]))
+    haystack = problems.attempt(lambda: resolve_haystack(settings["haystack"]))
+    needles = problems.attempt(lambda: resolve_needles(settings["needles"])[1])
+    if grid is not None and haystack is not None:
+        problems.attempt(lambda: haystack.check_length(max(grid.frame_counts)))
+    train = settings["train_frames"]
+    if train:
+        try:
+            ok = float(train) > 0
+        except ValueError:
+            ok = False
+        if not ok:
+            problems.add("LONGVA_VNIAH_TRAIN_FRAMES", train, "a number of frames > 0 (or unset for no line)")
+    cache = settings["cache_dir"]
+    if cache and os.path.exists(cache) and not os.path.isdir(cache):
+        problems.add("LONGVA_VNIAH_CACHE", cache, "a folder (it is a file)")
+    problems.raise_if_any()
+    return grid, needles
+
+
+@settings_checked
 def vniah_process_docs(dataset):
     """Replace the placeholder dataset by one document per (frames, depth, needle) cell."""
     import datasets
 
-    from longva_plugins.vniah.needles import resolve_needles
-
     settings = _settings()
-    grid = parse_grid(settings["grid"])
-    _, needles = resolve_needles(settings["needles"])
+    grid, needles = check_task_settings(settings)
     rows = [
         {"frames": n, "depth": d, "needle_index": k, "needle_id": needle.id,
          "question": needle.question, "answer": needle.answer,
@@ -74,11 +102,11 @@ class VNIAHVisual(str):
 
 
 def _video_path(doc: dict) -> str:
-    from longva_plugins.vniah.cache import _key
+    from longva_plugins.vniah.cache import cache_key
     from longva_plugins.models.longva.tiny import default_cache_dir
 
     root = Path(_settings()["cache_dir"] or default_cache_dir() / "vniah")
-    key = _key(doc["haystack"], doc["needles"], doc["needle_id"], doc["frames"], doc["depth"])
+    key = cache_key(doc["haystack"], doc["needles"], doc["needle_id"], doc["frames"], doc["depth"])
     return str(root / "videos" / f"{key[:20]}.mp4")
 
 
@@ -97,9 +125,7 @@ def write_cell_video(doc: dict, path: str) -> None:
     h, w = frames.shape[1] // 2 * 2, frames.shape[2] // 2 * 2
     needle = np.asarray(Image.fromarray(needles[doc["needle_index"]].image).resize((w, h)))
     ordered = [needle if i is None else frames[i][:h, :w] for i in layout(doc["frames"], doc["depth"])]
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    tmp = f"{path}.{os.getpid()}.tmp.mp4"
-    with av.open(tmp, "w") as container:
+    with atomic_output(path) as tmp, av.open(str(tmp), "w") as container:
         stream = container.add_stream("mpeg4", rate=1)
         stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
         for frame in ordered:
@@ -107,7 +133,6 @@ def write_cell_video(doc: dict, path: str) -> None:
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
-    os.replace(tmp, path)
 
 
 def vniah_doc_to_visual(doc):

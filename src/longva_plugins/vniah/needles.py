@@ -6,7 +6,10 @@ Sources, by name:
   word on it; every question starts with ``"\\n"``, carries a locating prompt ("Find the frame
   with ...") and an answer-format instruction, and its answer is only visible in the needle.
 - a local folder: ``needles.jsonl`` / ``needles.json`` / ``*.parquet`` with columns
-  ``image`` (file name relative to the folder, or encoded bytes), ``question``, ``answer``.
+  ``image`` (file name relative to the folder, or encoded bytes), ``question``, ``answer``
+  (a local snapshot of ``lmms-lab/v_niah_needles`` is such a folder); or the original's
+  ``vision_niah/needle_datasets/`` layout: ``dataset.json``, a list of
+  ``{"path": <file in images/>, "prompt": "\n<question>", "answer": ...}``, plus ``images/``.
 - ``lmms-lab/v_niah_needles`` (split ``test``) through :mod:`datasets` when the hub is reachable.
 - names contributed by plugins through the ``longva_needle_sets`` hook.
 """
@@ -22,7 +25,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from longva_plugins.errors import DataError
+from longva_plugins.errors import DataError, SettingProblems
 
 HUB_NEEDLES = "lmms-lab/v_niah_needles"
 
@@ -84,6 +87,7 @@ def synthetic_needles(size: tuple[int, int] = (224, 224)) -> list[Needle]:
 
 
 def _decode_image(value, root: Path) -> np.ndarray:
+    """The RGB array of a needle image given as bytes, a path or a datasets image dict."""
     try:
         if isinstance(value, dict) and value.get("bytes"):
             image = Image.open(io.BytesIO(value["bytes"]))
@@ -95,16 +99,46 @@ def _decode_image(value, root: Path) -> np.ndarray:
             image = value
         else:
             image = Image.open(root / str(value))
-        return np.asarray(image.convert("RGB"))
+        array = np.asarray(image.convert("RGB"))
     except (OSError, ValueError) as exc:
-        raise DataError(f"needle image {value!r} in {root} cannot be read: {exc}") from exc
+        raise DataError(f"needle image {_describe(value)} in {root} cannot be read: {exc}") from exc
+    if array.size == 0:
+        raise DataError(f"needle image {_describe(value)} in {root} is empty ({array.shape[1]}x{array.shape[0]} px)")
+    return array
+
+
+def _describe(value) -> str:
+    if isinstance(value, dict):
+        return repr(value.get("path") or "<bytes>")
+    return "<bytes>" if isinstance(value, (bytes, bytearray)) else repr(str(value))
+
+
+def _original_rows(root: Path) -> list[dict]:
+    """Rows of the original's ``dataset.json`` (``path`` / ``prompt`` / ``answer``) as ours."""
+    rows = json.loads((root / "dataset.json").read_text())
+    if not isinstance(rows, list):
+        raise DataError(f"{root / 'dataset.json'} must hold a list of {{\"path\", \"prompt\", \"answer\"}} objects")
+    out = []
+    for row in rows:
+        row = dict(row) if isinstance(row, dict) else {}
+        path = str(row.pop("path", ""))
+        if path and not (root / path).is_file() and (root / "images" / path).is_file():
+            path = f"images/{path}"
+        if path:
+            row["image"] = path
+        if "prompt" in row:
+            row["question"] = row.pop("prompt")
+        out.append(row)
+    return out
 
 
 def load_needle_folder(folder: str | os.PathLike) -> list[Needle]:
     """Needles from a local folder (see the module docstring for the layout)."""
     root = Path(folder)
     rows: list[dict] = []
-    if (root / "needles.jsonl").is_file():
+    if (root / "dataset.json").is_file():
+        rows = _original_rows(root)
+    elif (root / "needles.jsonl").is_file():
         rows = [json.loads(line) for line in (root / "needles.jsonl").read_text().splitlines() if line.strip()]
     elif (root / "needles.json").is_file():
         rows = json.loads((root / "needles.json").read_text())
@@ -114,15 +148,26 @@ def load_needle_folder(folder: str | os.PathLike) -> list[Needle]:
         rows = list(datasets.load_dataset("parquet", data_files=[str(p) for p in sorted(root.glob("*.parquet"))],
                                           split="train"))
     else:
-        raise DataError(f"{root} has no needles.jsonl, needles.json or *.parquet with image/question/answer columns")
+        raise DataError(
+            f"LONGVA_VNIAH_NEEDLES={root}: no dataset.json (the original's layout), needles.jsonl, needles.json "
+            "or *.parquet with image/question/answer columns"
+        )
+    problems = SettingProblems(f"LONGVA_VNIAH_NEEDLES={root}")
     needles = []
     for i, row in enumerate(rows):
         missing = [k for k in ("image", "question", "answer") if k not in row]
         if missing:
-            raise DataError(f"needle {i} in {root} lacks {', '.join(missing)}")
-        needles.append(Needle(_decode_image(row["image"], root), str(row["question"]), str(row["answer"]), id=f"{root.name}-{i}"))
-    if not needles:
-        raise DataError(f"{root} holds no needles")
+            problems.add_message(f"needle {i} lacks {', '.join(missing)}")
+            continue
+        try:
+            image = _decode_image(row["image"], root)
+        except DataError as exc:
+            problems.add_message(f"needle {i}: {exc}")
+            continue
+        needles.append(Needle(image, str(row["question"]), str(row["answer"]), id=f"{root.name}-{i}"))
+    if not rows:
+        problems.add_message("the folder holds no needles")
+    problems.raise_if_any(DataError)
     return needles
 
 

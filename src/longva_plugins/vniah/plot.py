@@ -7,7 +7,7 @@ import os
 from collections import defaultdict
 from pathlib import Path
 
-from longva_plugins.vniah.cache import atomic_write_bytes
+from longva_plugins.fileio import atomic_output, atomic_write_bytes
 
 PAPER_COLOURS = ("#F0496E", "#EBB839", "#9ad5b3")
 
@@ -64,11 +64,9 @@ def plot_heatmap(scores: list[dict], path: str | os.PathLike, title: str = "V-NI
     fig.colorbar(image, ax=ax, label="Score")
     fig.tight_layout()
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=120)
+    with atomic_output(path) as tmp:
+        fig.savefig(tmp, dpi=120)
     plt.close(fig)
-    os.replace(tmp, path)
     return path
 
 

@@ -17,6 +17,7 @@ import threading
 
 import torch
 
+from longva_plugins.models.longva.processing_longva import CHATML_CLOSE, DEFAULT_SYSTEM, chatml_open, chatml_turn
 from longva_plugins.vniah.cache import CellStore, EmbeddingCache, model_fingerprint
 from longva_plugins.vniah.grid import insertion_index, layout
 from longva_plugins.vniah.haystack import Haystack
@@ -24,8 +25,9 @@ from longva_plugins.vniah.needles import Needle
 
 logger = logging.getLogger(__name__)
 
-PRE_TEXT = "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n"
-POST_TEXT = "<|im_end|>\n<|im_start|>assistant\n"
+#: ``[system turn][user turn opened]`` before the visual tokens, and what closes the user turn.
+PRE_TEXT = chatml_turn("system", DEFAULT_SYSTEM) + chatml_open("user")
+POST_TEXT = CHATML_CLOSE + chatml_open("assistant")
 PREPROCESSING = "pad336-clip"
 
 
@@ -44,7 +46,7 @@ class VNIAHScorer:
         self.store = store or CellStore(self.cache.root)
         self.encode_chunk_size = encode_chunk_size
         self.prefill_chunk_size = prefill_chunk_size
-        self.fingerprint = model_fingerprint(model)
+        self.fingerprint = model_fingerprint(model, processor)
         self.scored = 0  # cells actually computed (not served from the store)
         self.reuse_prefix = True
         # KV cache of [system+user prefix | haystack[:K]]: every cell's sequence up to its needle is

@@ -21,6 +21,7 @@ from pathlib import Path
 from transformers import CLIPVisionConfig, Qwen2Config
 
 from longva_plugins.errors import CheckpointError
+from longva_plugins.fileio import atomic_write_text
 
 VISION_CONFIG_NAME = "vision_tower_config.json"
 
@@ -154,9 +155,7 @@ class LongVAConfig(Qwen2Config):
         super().save_pretrained(save_directory, push_to_hub=push_to_hub, **kwargs)
         path = Path(save_directory) / VISION_CONFIG_NAME
         data = self.vision_config.to_dict()
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-        os.replace(tmp, path)
+        atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
 def known_vision_config(name: str) -> CLIPVisionConfig:

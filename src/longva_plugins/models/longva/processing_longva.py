@@ -33,6 +33,23 @@ CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 DEFAULT_SYSTEM = "You are a helpful assistant."
 IMAGE_PLACEHOLDER = "<image>"
+CHAT_ROLES = ("system", "user", "assistant")
+
+
+# The ``qwen_1_5`` (ChatML) template, written once; V-NIAH scoring and training data build their
+# sequences from these pieces (longva-reference.md §1).
+def chatml_open(role: str) -> str:
+    """``<|im_start|>{role}\n``: the start of a turn."""
+    return f"<|im_start|>{role}\n"
+
+
+CHATML_END = "<|im_end|>"
+CHATML_CLOSE = CHATML_END + "\n"
+
+
+def chatml_turn(role: str, content: str) -> str:
+    """One complete turn: ``<|im_start|>{role}\n{content}<|im_end|>\n``."""
+    return chatml_open(role) + content + CHATML_CLOSE
 
 
 def select_best_resolution(size_wh: tuple[int, int], pinpoints: Sequence[Sequence[int]]) -> tuple[int, int]:
@@ -194,14 +211,14 @@ class LongVAProcessor:
     def apply_chat_template(self, messages: Sequence[dict], system: str = DEFAULT_SYSTEM,
                             add_generation_prompt: bool = True) -> str:
         """ChatML (``qwen_1_5``): ``messages`` is a list of ``{"role": user|assistant, "content"}``."""
-        parts = [f"<|im_start|>system\n{system}<|im_end|>\n"] if system is not None else []
+        parts = [chatml_turn("system", system)] if system is not None else []
         for message in messages:
             role = message["role"]
-            if role not in ("user", "assistant", "system"):
+            if role not in CHAT_ROLES:
                 raise InputMismatchError(f"unknown chat role {role!r}; use 'user' or 'assistant'")
-            parts.append(f"<|im_start|>{role}\n{message['content']}<|im_end|>\n")
+            parts.append(chatml_turn(role, message["content"]))
         if add_generation_prompt:
-            parts.append("<|im_start|>assistant\n")
+            parts.append(chatml_open("assistant"))
         return "".join(parts)
 
     def tokenize(self, prompt: str) -> torch.Tensor:
@@ -236,8 +253,28 @@ class LongVAProcessor:
     def __len__(self) -> int:
         return len(self.tokenizer)
 
+    def fingerprint(self) -> str:
+        """A hash of the tokenizer (vocabulary, merges, special tokens) and the image preprocessing:
+        what caches of token ids or embeddings must key on."""
+        import hashlib
+
+        h = hashlib.blake2b(digest_size=16)
+        backend = getattr(self.tokenizer, "backend_tokenizer", None)
+        if backend is not None:
+            h.update(backend.to_str().encode())
+        else:
+            h.update(json.dumps(sorted(self.tokenizer.get_vocab().items())).encode())
+        h.update(json.dumps(getattr(self.tokenizer, "special_tokens_map", {}), sort_keys=True, default=str).encode())
+        images = self.image_processor
+        h.update(json.dumps([images.size, images.mean.tolist(), images.std.tolist(), self.image_grid_pinpoints]).encode())
+        return h.hexdigest()
+
 
 __all__ = [
+    "CHATML_CLOSE",
+    "CHATML_END",
+    "chatml_open",
+    "chatml_turn",
     "CLIP_MEAN",
     "CLIP_STD",
     "DEFAULT_SYSTEM",
