@@ -165,3 +165,38 @@ def test_fix_not_applied_to_other_versions(monkeypatch):
 def test_install_returns_task_folders():
     folders = compat.install()
     assert folders and all(os.path.isdir(f) for f in folders)
+
+
+def test_filelock_problem_names_the_fix(monkeypatch):
+    import importlib.util
+
+    assert compat.filelock_problem() is None, "the locked environment has a working filelock"
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "filelock._api" else real(name, *a))
+    problem = compat.filelock_problem()
+    assert "filelock._api" in problem and "filelock>=3.16,<4.3" in problem
+
+
+def test_doctor_reports_a_broken_filelock(monkeypatch):
+    from longva_plugins.cli import doctor
+
+    monkeypatch.setattr(compat, "filelock_problem", lambda: "filelock 4.3.1 has no filelock._api")
+    check = next(c for c in doctor.run_checks() if c.name == "filelock")
+    assert not check.ok and check.required and "<4.3" in check.fix
+
+
+def test_setting_errors_end_only_an_lmms_eval_cli_with_a_status(monkeypatch):
+    """Outside lmms-eval's CLI (here: pytest) a recorded setting error never ends the process."""
+    from longva_plugins.errors import SettingError
+
+    assert not compat._is_lmms_eval_cli()
+
+    @compat.settings_checked
+    def build():
+        raise SettingError("max_frames_num=0 is not allowed")
+
+    monkeypatch.setattr(compat, "_SETTING_ERRORS", [])
+    with pytest.raises(SettingError):
+        build()
+    assert compat.recorded_setting_errors() == ["max_frames_num=0 is not allowed"]
+    compat._exit_after_setting_error()  # returns: this process is not the lmms-eval CLI

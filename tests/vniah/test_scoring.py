@@ -144,7 +144,8 @@ def test_interrupted_grid_resumes_without_recomputing(tiny, tmp_path, monkeypatc
     second = _scorer(tiny, tmp_path)
     records = [second.score(*cell) for cell in cells]
     assert second.scored == len(cells) - 3, "finished cells must come from the store"
-    assert all(r["correct"] in (0, 1) for r in records)
+    fresh = _scorer(tiny, tmp_path / "fresh")
+    assert [fresh.score(*cell) for cell in cells] == records, "a resumed grid must equal an uninterrupted one"
     third = _scorer(tiny, tmp_path)
     assert [third.score(*cell) for cell in cells] == records and third.scored == 0
 
@@ -191,3 +192,42 @@ def test_prefix_reuse_matches_full_scoring(tiny, tmp_path):
         a, b = reuse.score(*cell), plain.score(*cell)
         assert a["pred_ids"] == b["pred_ids"] and a["correct"] == b["correct"]
         assert abs(a["nll_mean"] - b["nll_mean"]) < 1e-4
+
+
+@pytest.mark.parametrize("part", ["model.layers.1.mlp.down_proj.weight", "vision_tower.vision_tower.encoder.layers.0.mlp.fc1.weight"])
+def test_changing_one_weight_misses_the_cache(tiny, tmp_path, part):
+    """A fine-tune or merged LoRA that changes one decoder-layer (or vision-tower) tensor must not
+    be served the old model's cells or embeddings."""
+    import copy
+
+    model, processor = tiny
+    first = _scorer(tiny, tmp_path)
+    record = first.score(4, 0.5, 0)
+    assert first.scored == 1
+    again = _scorer(tiny, tmp_path)
+    assert again.score(4, 0.5, 0) == record and again.scored == 0, "an unchanged model is served from the store"
+    changed = copy.deepcopy(model)
+    params = dict(changed.named_parameters())
+    name = next(n for n in params if n.endswith(part))
+    with torch.no_grad():
+        params[name].view(-1)[0] += 1e-3
+    scorer = VNIAHScorer(changed, processor, first.haystack, first.needles, first.needle_set_id,
+                         cache=EmbeddingCache(tmp_path))
+    assert scorer.fingerprint != first.fingerprint
+    misses = scorer.cache.misses
+    scorer.score(4, 0.5, 0)
+    assert scorer.scored == 1, f"changing {name} must recompute the cell"
+    assert scorer.cache.misses > misses, "and its embeddings"
+
+
+def test_fingerprint_covers_the_tokenizer(tiny):
+    from longva_plugins.vniah.cache import model_fingerprint
+
+    model, processor = tiny
+
+    class OtherTokenizer:
+        def fingerprint(self):
+            return "another tokenizer"
+
+    assert model_fingerprint(model, processor) != model_fingerprint(model, OtherTokenizer())
+    assert model_fingerprint(model, processor) == model_fingerprint(model, processor)
