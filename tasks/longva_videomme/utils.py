@@ -3,6 +3,7 @@
 from longva_plugins.task_utils.videomme import (  # noqa: F401
     videomme_aggregate,
     videomme_doc_to_text,
+    videomme_doc_to_text_paper,
     videomme_doc_to_text_subtitle,
     videomme_doc_to_visual,
     videomme_process_docs,
@@ -10,4 +11,5 @@ from longva_plugins.task_utils.videomme import (  # noqa: F401
     videomme_process_docs_medium,
     videomme_process_docs_short,
     videomme_process_results,
+    videomme_process_results_paper,
 )

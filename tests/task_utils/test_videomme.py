@@ -175,3 +175,17 @@ def test_docs_in_a_foreign_schema_are_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setenv("LONGVA_VIDEOMME_ANNOTATIONS", str(tmp_path / "bad.jsonl"))
     with pytest.raises(DataError, match="lack the column.*videoID"):
         videomme.videomme_process_docs(None)
+
+
+def test_paper_variant_prompt_and_extraction():
+    """The 2024-06 protocol: options as the list's repr, "The best answer is:", first capital letter."""
+    doc = videomme_row(0)
+    prompt = videomme.videomme_doc_to_text_paper(doc)
+    assert prompt == (videomme.OPTION_PROMPT + "\n" + doc["question"] + "\n" + str(doc["options"])
+                      + "\nThe best answer is:")
+    assert "['A. " in prompt
+    answer = doc["answer"]
+    paper = videomme.videomme_process_results_paper(doc, [f"Answer: {answer}"])["longva_videomme_accuracy"]
+    today = videomme.videomme_process_results(doc, [f"Answer: {answer}"])["longva_videomme_accuracy"]
+    assert paper["pred_answer"] == "A" and paper["answer_extraction"] == "paper"  # the "A" of "Answer"
+    assert today["pred_answer"] == answer and today["answer_extraction"] == "lmms_eval"

@@ -42,3 +42,15 @@ def test_cli_plot_redraws_from_a_results_folder(tmp_path, capsys):
 def test_cli_plot_without_results_is_a_clear_error(tmp_path, capsys):
     assert main(["vniah", "plot", str(tmp_path)]) == 2
     assert "no all_accuracies.json" in capsys.readouterr().err
+
+
+def test_files_are_written_as_the_original_writes_them(tmp_path):
+    """indent 4, depth rounded to tens (round(depth*100, -1)), avg_accuracy.txt = mean of the cells."""
+    records = _records() + [{"frames": 8, "depth": 0.24, "correct": 1}]
+    scores = cell_scores(records)
+    assert {s["Frame Depth"] for s in scores} == {0.0, 20.0, 100.0}
+    path = write_all_accuracies(scores, tmp_path)
+    text = path.read_text()
+    assert text == json.dumps(scores, indent=4) and '\n    {\n        "Num. Frame"' in text
+    expected = sum(s["Score"] for s in scores) / len(scores)
+    assert (tmp_path / "avg_accuracy.txt").read_text() == f"Average Accuracy: {expected}\n"

@@ -56,6 +56,8 @@ OPTION_PROMPT = (
     "Respond with only the letter (A, B, C, or D) of the correct option."
 )
 SUBTITLES_HEADER = "This video's subtitles are listed below: \n"
+# The lmms-eval release the paper's numbers came from (around commit 63532aaf, 2024-06-23) wrote
+# the options as the Python list's repr and always ended with this line (longva-reference.md §8).
 SUBTITLE_POST_PROMPT = "The best answer is:"
 # Video-MME's .srt files wrap every line in this tag; the built-in task keeps only its content.
 _FONT_TAG = re.compile(r'<font color="white" size=".72c">(.*?)</font>')
@@ -187,6 +189,11 @@ def subtitles_at_frames(entries, fps: float, total_frames: int, frame_num: int) 
     return [text for text in (_subtitle_text(entries[i][2]) for i in sorted(shown)) if text]
 
 
+def videomme_doc_to_text_paper(doc, lmms_eval_specific_kwargs=None) -> str:
+    """The paper-era prompt: option prompt, question, ``str(doc["options"])``, "The best answer is:"."""
+    return f"{OPTION_PROMPT}\n{doc['question']}\n{str(doc['options'])}\n{SUBTITLE_POST_PROMPT}"
+
+
 def videomme_doc_to_text_subtitle(doc, lmms_eval_specific_kwargs=None) -> str:
     """Subtitles at the sampled frames' times, then the question (the built-in ``videomme_w_subtitle`` text).
 
@@ -204,10 +211,20 @@ def videomme_doc_to_text_subtitle(doc, lmms_eval_specific_kwargs=None) -> str:
 
 # --------------------------------------------------------------------------- scoring
 def videomme_process_results(doc, results) -> dict:
-    """One item per question with everything the breakdowns and plots need (the doc is not logged)."""
+    """One item per question with everything the breakdowns and plots need (the doc is not logged);
+    the answer is extracted as lmms-eval's built-in task does (or as ``$LONGVA_ANSWER_EXTRACTION``)."""
+    return _result_item(doc, results, answer_extraction_mode())
+
+
+def videomme_process_results_paper(doc, results) -> dict:
+    """As :func:`videomme_process_results`, with the paper-era answer extraction."""
+    return _result_item(doc, results, "paper")
+
+
+def _result_item(doc, results, mode: str) -> dict:
     prediction = results[0] if results else ""
     path = videomme_doc_to_visual(doc)[0]
-    predicted = extract_choice(prediction, "ABCD")
+    predicted = extract_choice(prediction, "ABCD", mode=mode)
     return {
         "longva_videomme_accuracy": {
             "question_id": doc["question_id"],
@@ -222,6 +239,7 @@ def videomme_process_results(doc, results) -> dict:
             "score": float(bool(predicted) and predicted == str(doc["answer"]).strip().upper()),
             "video_path": path,
             "video_problem": video_problem(path),
+            "answer_extraction": mode,
         }
     }
 
@@ -237,7 +255,7 @@ def videomme_aggregate(items, args=None) -> dict:
         "per_sub_category": accuracy_by(items, "sub_category"),
         "per_task_type": accuracy_by(items, "task_type"),
         **failure_report(items),
-        "answer_extraction": answer_extraction_mode(),
+        "answer_extraction": ",".join(sorted({i.get("answer_extraction", "lmms_eval") for i in items})),
     }
     log_failures("longva_videomme", summary, "LONGVA_VIDEOMME_ROOT")
     return summary
@@ -251,6 +269,7 @@ __all__ = [
     "video_timing",
     "videomme_aggregate",
     "videomme_doc_to_text",
+    "videomme_doc_to_text_paper",
     "videomme_doc_to_text_subtitle",
     "videomme_doc_to_visual",
     "videomme_process_docs",
@@ -258,4 +277,5 @@ __all__ = [
     "videomme_process_docs_medium",
     "videomme_process_docs_short",
     "videomme_process_results",
+    "videomme_process_results_paper",
 ]

@@ -179,10 +179,10 @@ def vniah_gen_process_results(doc, results):
 
 
 def _aggregate(items, args, task: str):
-    from longva_plugins.vniah.plot import cell_scores, plot_heatmap, write_all_accuracies
+    from longva_plugins.vniah.plot import average_accuracy, cell_scores, plot_heatmap, write_all_accuracies
 
     scores = cell_scores(items)
-    average = sum(s["Score"] for s in scores) / len(scores) if scores else 0.0
+    average = average_accuracy(scores)
     summary = {"average": average, "cells": {f"frames={s['Num. Frame']},depth={s['Frame Depth']}": s["Score"] for s in scores}}
     try:  # the only post-run hook lmms-eval offers; it must never raise
         root = Path(getattr(args, "output_path", None) or "vniah_results")

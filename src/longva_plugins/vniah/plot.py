@@ -7,23 +7,31 @@ import os
 from collections import defaultdict
 from pathlib import Path
 
-from longva_plugins.fileio import atomic_output, atomic_write_bytes
+from longva_plugins.fileio import atomic_output, atomic_write_text
 
 PAPER_COLOURS = ("#F0496E", "#EBB839", "#9ad5b3")
 
 
 def cell_scores(records) -> list[dict]:
-    """Mean correctness per (frames, depth) over needles, in the reference ``all_accuracies`` schema."""
+    """Mean correctness per (frames, depth) over needles, in the reference ``all_accuracies`` schema
+    (``"Frame Depth"`` is ``round(depth * 100, -1)``, as the original writes it)."""
     groups: dict[tuple[int, float], list[int]] = defaultdict(list)
     for r in records:
         groups[(int(r["frames"]), float(r["depth"]))].append(int(r["correct"]))
-    return [{"Num. Frame": n, "Frame Depth": round(d * 100, 2), "Score": sum(v) / len(v)}
+    return [{"Num. Frame": n, "Frame Depth": round(d * 100, -1), "Score": sum(v) / len(v)}
             for (n, d), v in sorted(groups.items())]
 
 
+def average_accuracy(scores: list[dict]) -> float:
+    """The mean of the cell scores (the original's ``df["Score"].mean()``)."""
+    return sum(s["Score"] for s in scores) / len(scores) if scores else 0.0
+
+
 def write_all_accuracies(scores: list[dict], out_dir: str | os.PathLike) -> Path:
+    """``all_accuracies.json`` (indent 4) and ``avg_accuracy.txt`` beside it, as the original writes them."""
     path = Path(out_dir) / "all_accuracies.json"
-    atomic_write_bytes(path, json.dumps(scores, indent=2).encode())
+    atomic_write_text(path, json.dumps(scores, indent=4))
+    atomic_write_text(path.with_name("avg_accuracy.txt"), f"Average Accuracy: {average_accuracy(scores)}\n")
     return path
 
 
