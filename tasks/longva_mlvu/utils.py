@@ -2,6 +2,7 @@
 
 from longva_plugins.task_utils.mlvu import (  # noqa: F401
     mlvu_aggregate,
+    mlvu_missing_videos,
     mlvu_doc_to_text,
     mlvu_doc_to_visual,
     mlvu_process_docs,

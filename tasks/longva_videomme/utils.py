@@ -2,6 +2,7 @@
 
 from longva_plugins.task_utils.videomme import (  # noqa: F401
     videomme_aggregate,
+    videomme_missing_videos,
     videomme_doc_to_text,
     videomme_doc_to_text_paper,
     videomme_doc_to_text_subtitle,
@@ -10,6 +11,8 @@ from longva_plugins.task_utils.videomme import (  # noqa: F401
     videomme_process_docs_long,
     videomme_process_docs_medium,
     videomme_process_docs_short,
+    videomme_process_docs_paper,
+    videomme_process_docs_w_subtitle,
     videomme_process_results,
     videomme_process_results_paper,
 )

@@ -18,17 +18,21 @@ def test_vniah_and_vniah_gen(tiny_checkpoint, tmp_path):
                    "--output_path", str(out), "--log_samples"], cwd=tmp_path, env=env)
     results = read_results(out)
     for task, metric in (("vniah", "vniah_accuracy,none"), ("vniah_gen", "vniah_gen_accuracy,none")):
-        value = results["results"][task][metric]
+        average = results["results"][task][metric]
+        assert isinstance(average, float), "lmms-eval's table shows a number"
+        side = out / "longva" / task
+        value = json.loads((side / "breakdown.json").read_text())
         assert set(value["cells"]) == {"frames=2,depth=0.0", "frames=2,depth=100.0",
                                        "frames=4,depth=0.0", "frames=4,depth=100.0"}
-        scores = json.loads(Path(value["files"]["all_accuracies"]).read_text())
+        scores = json.loads((side / "all_accuracies.json").read_text())
         assert {tuple(sorted(s)) for s in scores} == {("Frame Depth", "Num. Frame", "Score")}
-        assert Path(value["files"]["heatmap"]).is_file()
+        assert (side / "avg_accuracy.txt").read_text() == f"Average Accuracy: {average}\n"
+        assert (side / "heatmap.png").is_file()
         samples = read_samples(out, task)
         assert len(samples) == 4 * 5  # 4 cells x 5 synthetic needles
         # the aggregate is the mean of the per-sample outcomes, cell by cell and overall
         per_sample = [next(v for k, v in s.items() if k.startswith(metric.split(",")[0])) for s in samples]
-        assert value["average"] == pytest.approx(sum(p["correct"] for p in per_sample) / len(per_sample))
+        assert average == pytest.approx(sum(p["correct"] for p in per_sample) / len(per_sample))
         for cell, score in value["cells"].items():
             frames, depth = (float(part.split("=")[1]) for part in cell.split(","))
             mine = [p["correct"] for p in per_sample if p["frames"] == frames and round(p["depth"] * 100, -1) == depth]

@@ -121,7 +121,7 @@ def _item(**kw):
     return {**base, **kw}
 
 
-def test_breakdowns_and_missing_videos_in_the_summary(caplog):
+def test_breakdowns_and_missing_videos_in_the_summary(caplog, tmp_path):
     items = [
         _item(),
         _item(
@@ -133,13 +133,19 @@ def test_breakdowns_and_missing_videos_in_the_summary(caplog):
         ),
         _item(score=0.0, duration="long", task_type="Counting", domain="Multilingual"),
     ]
-    summary = videomme.videomme_aggregate(items)
+    summary = videomme.videomme_summary(items)
     assert summary["overall"] == pytest.approx(100 / 3) and summary["n"] == 3
     assert summary["per_duration"] == {"long": 0.0, "short": 100.0}
     assert summary["per_task_type"] == {"Counting": 0.0, "OCR": 50.0}
     assert summary["per_domain"] == {"Knowledge": 50.0, "Multilingual": 0.0}
     assert summary["missing_videos"] == 1 and summary["missing_video_paths"] == ["/v/missing.mp4"]
     assert summary["no_option_answers"] == 1 and summary["answer_extraction"] == "lmms_eval"
+    # lmms-eval gets the number; the breakdown goes beside the results, the missing video to the log
+    args = type("Args", (), {"output_path": str(tmp_path)})()
+    assert videomme.videomme_aggregate(items, args=args) == pytest.approx(100 / 3)
+    assert videomme.videomme_missing_videos(items, args=args) == 1
+    written = json.loads((tmp_path / "longva" / "longva_videomme" / "breakdown.json").read_text())
+    assert written == json.loads(json.dumps(summary))
     assert "/v/missing.mp4" in caplog.text
 
 
@@ -153,7 +159,7 @@ def test_overall_matches_the_builtin_aggregation():
     outputs = ["B", "The answer is C.", "(B)", ""]
     ours = [videomme.videomme_process_results(d, [o])["longva_videomme_accuracy"] for d, o in zip(docs, outputs)]
     theirs = [builtin.videomme_process_results(d, [o])["videomme_perception_score"] for d, o in zip(docs, outputs)]
-    assert videomme.videomme_aggregate(ours)["overall"] == pytest.approx(builtin.videomme_aggregate_results(theirs))
+    assert videomme.videomme_aggregate(ours) == pytest.approx(builtin.videomme_aggregate_results(theirs))
 
 
 def test_docs_from_a_local_copy_filtered_by_duration(tmp_path, monkeypatch):

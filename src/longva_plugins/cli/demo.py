@@ -15,10 +15,12 @@ def _run(args) -> int:
     from rich.table import Table
 
     from longva_plugins.models.longva import ensure_tiny_checkpoint
+    from longva_plugins.task_utils.common import side_output_dir
 
     console = Console()
     checkpoint = Path(args.pretrained) if args.pretrained else ensure_tiny_checkpoint()
     out = Path(args.output_path).resolve()
+    args.output_path = str(out)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
            "LONGVA_VNIAH_GRID": args.grid, "LONGVA_VNIAH_HAYSTACK": args.haystack, "LONGVA_VNIAH_NEEDLES": args.needles}
     cmd = [sys.executable, "-m", "lmms_eval", "eval", "--model", "longva", "--model_args", f"pretrained={checkpoint}",
@@ -33,20 +35,19 @@ def _run(args) -> int:
     if proc.returncode != 0 or not results:
         console.print(f"[red]lmms-eval failed (exit {proc.returncode}); see its output above.[/]")
         return 1
-    summary = json.loads(results[-1].read_text())["results"]["vniah"]
-    metric = next(v for k, v in summary.items() if k.startswith("vniah_accuracy"))
-    table = Table(title=f"V-NIAH on the tiny random checkpoint ({elapsed:.0f} s)")
+    average = json.loads(results[-1].read_text())["results"]["vniah"]["vniah_accuracy,none"]
+    side = side_output_dir(args, "vniah")
+    breakdown = json.loads((side / "breakdown.json").read_text())
+    table = Table(title=f"V-NIAH on {checkpoint.name} ({elapsed:.0f} s)")
     table.add_column("cell")
     table.add_column("score", justify="right")
-    for cell, score in metric["cells"].items():
+    for cell, score in breakdown["cells"].items():
         table.add_row(cell, f"{score:.2f}")
     console.print(table)
-    console.print(f"average: [bold]{metric['average']:.3f}[/] (random weights: the pipeline, not the score, is the point)")
-    files = metric.get("files", {})
+    console.print(f"average: [bold]{average:.3f}[/]")
     console.print(f"results: {results[-1]}")
-    if files:
-        console.print(f"all_accuracies.json: {files['all_accuracies']}")
-        console.print(f"heatmap: [bold green]{files['heatmap']}[/]")
+    console.print(f"all_accuracies.json, avg_accuracy.txt: {side}")
+    console.print(f"heatmap: [bold green]{side / 'heatmap.png'}[/]")
     return 0
 
 

@@ -8,6 +8,7 @@ task folders ``tasks/longva_videomme`` and ``tasks/longva_mlvu`` only re-export 
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import os
 import re
@@ -15,6 +16,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from longva_plugins.errors import ConfigError, DataError
+from longva_plugins.fileio import atomic_write_text
 
 logger = logging.getLogger(__name__)
 
@@ -217,9 +219,33 @@ def log_failures(task: str, summary: dict, root_env: str) -> None:
         )
 
 
+#: Folder under ``--output_path`` that holds each task's breakdowns and plots (``longva/<task>/``).
+SIDE_FOLDER = "longva"
+
+
+def side_output_dir(args, task: str) -> Path | None:
+    """``<--output_path>/longva/<task>``, where a task's breakdowns, tables and plots go; ``None``
+    without an output path. lmms-eval's printed table and ``results.json`` keep plain numbers."""
+    root = getattr(args, "output_path", None)
+    return Path(root) / SIDE_FOLDER / task if root else None
+
+
+def write_breakdown(folder: Path | None, task: str, summary: dict) -> Path | None:
+    """Write ``summary`` as ``<folder>/breakdown.json`` (atomically); ``folder`` is normally
+    :func:`side_output_dir` (``None``: no output path, the summary is only logged)."""
+    if folder is None:
+        logger.info("%s: no --output_path, breakdown not written: %s", task, json.dumps(summary)[:2000])
+        return None
+    path = folder / "breakdown.json"
+    atomic_write_text(path, json.dumps(summary, indent=2))
+    logger.info("%s: breakdown written to %s", task, path)
+    return path
+
+
 def never_raises(task: str):
     """Wrap an aggregation so a bug or odd item can never crash the end of a run (lmms-eval calls
-    aggregations after all generation is done; an exception there would lose the whole run)."""
+    aggregations after all generation is done; an exception there would lose the whole run). A
+    failed aggregation gives NaN, logged with its cause."""
 
     def decorate(func):
         @functools.wraps(func)
@@ -231,7 +257,7 @@ def never_raises(task: str):
                     "%s: aggregation failed; per-sample results are in the samples file (--log_samples)",
                     task,
                 )
-                return {"error": f"{type(exc).__name__}: {exc}", "n": len(items)}
+                return float("nan")
 
         return wrapper
 
@@ -252,5 +278,8 @@ __all__ = [
     "media_root",
     "never_raises",
     "require_columns",
+    "SIDE_FOLDER",
+    "side_output_dir",
+    "write_breakdown",
     "video_problem",
 ]

@@ -65,29 +65,50 @@ def load_results(path: Path) -> dict:
 
 
 def read_row(path: Path, task: str, metric: str | None = None) -> dict:
-    """``{"score", "metric", "breakdowns", "path"}`` of ``task`` in one lmms-eval results file."""
+    """``{"score", "metric", "breakdowns", "missing_videos", "path"}`` of ``task`` in one lmms-eval
+    results file; breakdowns come from the task's ``longva/<task>/breakdown.json`` beside it (or,
+    for results of older versions, from a dict metric)."""
     results = load_results(path)["results"]
     if task not in results:
         raise DataError(f"{path} has no results for task {task!r} (it has: {', '.join(results) or 'none'})")
     for key, value in results[task].items():
         name = key.split(",")[0]
-        if key == "alias" or "_stderr" in name or (metric and name != metric):  # also _stderr_clt etc.
+        if key == "alias" or "_stderr" in name or name.endswith("_missing_videos") or (metric and name != metric):
             continue
         score = headline(value)
-        if score is not None:
-            breakdowns = {k: v for k, v in value.items() if _is_breakdown(v)} if isinstance(value, dict) else {}
-            missing = value.get("missing_videos") if isinstance(value, dict) else None
-            return {
-                "score": score,
-                "metric": name,
-                "breakdowns": breakdowns,
-                "missing_videos": missing,
-                "path": str(path),
-            }
+        if score is None:
+            continue
+        side = read_breakdown(path, task)
+        if side is None and isinstance(value, dict):
+            side = value
+        side = side or {}
+        missing = results[task].get(f"{name.rsplit('_', 1)[0]}_missing_videos,none", side.get("missing_videos"))
+        return {
+            "score": score,
+            "metric": name,
+            "breakdowns": {k: v for k, v in side.items() if _is_breakdown(v)},
+            "missing_videos": missing,
+            "path": str(path),
+        }
     raise DataError(
         f"{path}: task {task!r} has no numeric metric{f' named {metric!r}' if metric else ''} "
         f"(metrics: {', '.join(results[task])})"
     )
+
+
+def read_breakdown(results_path: Path, task: str) -> dict | None:
+    """The ``breakdown.json`` a task wrote under the ``--output_path`` of ``results_path``
+    (``<output_path>/<model>/<date>_results.json`` → ``<output_path>/longva/<task>/``)."""
+    from longva_plugins.task_utils.common import SIDE_FOLDER
+
+    for root in results_path.parents[:2]:
+        candidate = root / SIDE_FOLDER / task / "breakdown.json"
+        if candidate.is_file():
+            try:
+                return json.loads(candidate.read_text())
+            except (OSError, ValueError):
+                return None
+    return None
 
 
 def _is_breakdown(value) -> bool:

@@ -32,6 +32,8 @@ from longva_plugins.task_utils.common import (
     never_raises,
     require_columns,
     video_problem,
+    side_output_dir,
+    write_breakdown,
 )
 
 HUB_DATASET = "sy1998/MLVU_dev"
@@ -88,8 +90,7 @@ def mlvu_process_results(doc, results) -> dict:
     # The built-in extracts over A-D only, also for questions with more candidates: so do we.
     predicted = extract_choice(prediction, "ABCD")
     expected = answer_letter(doc)
-    return {
-        "longva_mlvu_accuracy": {
+    item = {
             "question_id": str(doc.get("question_id", doc["question"])),
             "question_type": doc["task_type"],
             "duration": doc.get("duration"),
@@ -99,15 +100,14 @@ def mlvu_process_results(doc, results) -> dict:
             "score": float(bool(predicted) and predicted == expected),
             "video_path": path,
             "video_problem": video_problem(path),
-        }
     }
+    return {"longva_mlvu_accuracy": item, "longva_mlvu_missing_videos": item}
 
 
-@never_raises("longva_mlvu_dev")
-def mlvu_aggregate(items, args=None) -> dict:
+def mlvu_summary(items) -> dict:
     """M-Avg over the question types present, per-type and overall accuracy (%), failures."""
     per_type = accuracy_by(items, "question_type")
-    summary = {
+    return {
         "m_avg": sum(per_type.values()) / len(per_type) if per_type else 0.0,
         "overall": 100.0 * sum(float(i["score"]) for i in items) / len(items) if items else 0.0,
         "n": len(items),
@@ -116,8 +116,22 @@ def mlvu_aggregate(items, args=None) -> dict:
         **failure_report(items),
         "answer_extraction": answer_extraction_mode(),
     }
+
+
+@never_raises("longva_mlvu_dev")
+def mlvu_aggregate(items, args=None) -> float:
+    """M-Avg (%), the number lmms-eval prints; the per-type accuracies and failures go to
+    ``<--output_path>/longva/longva_mlvu_dev/breakdown.json``."""
+    summary = mlvu_summary(items)
+    write_breakdown(side_output_dir(args, "longva_mlvu_dev"), "longva_mlvu_dev", summary)
     log_failures("longva_mlvu_dev", summary, "LONGVA_MLVU_ROOT")
-    return summary
+    return summary["m_avg"]
+
+
+@never_raises("longva_mlvu_dev")
+def mlvu_missing_videos(items, args=None) -> int:
+    """How many questions' videos were missing or unreadable (scored as wrong)."""
+    return failure_report(items)["missing_videos"]
 
 
 __all__ = [
@@ -125,6 +139,8 @@ __all__ = [
     "DEV_TASK_TYPES",
     "answer_letter",
     "mlvu_aggregate",
+    "mlvu_missing_videos",
+    "mlvu_summary",
     "mlvu_doc_to_text",
     "mlvu_doc_to_visual",
     "mlvu_process_docs",

@@ -29,6 +29,8 @@ from longva_plugins.task_utils.common import (
     hf_home,
     load_annotations,
     log_failures,
+    side_output_dir,
+    write_breakdown,
     media_root,
     never_raises,
     require_columns,
@@ -72,8 +74,12 @@ def subtitle_root() -> Path:
 
 
 # --------------------------------------------------------------------------- documents
-def load_docs(duration: str | None = None):
-    """The Video-MME questions (all, or one ``duration``: short / medium / long)."""
+#: Column naming the task a doc belongs to, so that the shared aggregation knows where to write.
+TASK_COLUMN = "longva_task"
+
+
+def load_docs(task: str, duration: str | None = None):
+    """The Video-MME questions of ``task`` (all, or one ``duration``: short / medium / long)."""
     answer_extraction_mode()  # a bad $LONGVA_ANSWER_EXTRACTION fails at build time, not per sample
     dataset = load_annotations(
         "LONGVA_VIDEOMME_ANNOTATIONS",
@@ -86,24 +92,32 @@ def load_docs(duration: str | None = None):
         require_columns(dataset[0], COLUMNS, "Video-MME")
     if duration:
         dataset = dataset.filter(lambda doc: doc["duration"] == duration)
-    return dataset
+    return dataset.add_column(TASK_COLUMN, [task] * len(dataset))
 
 
 # ``process_docs`` hooks: the task YAML points at a placeholder file; the real rows come from here.
 def videomme_process_docs(dataset):
-    return load_docs()
+    return load_docs("longva_videomme")
 
 
 def videomme_process_docs_short(dataset):
-    return load_docs("short")
+    return load_docs("longva_videomme_short", "short")
 
 
 def videomme_process_docs_medium(dataset):
-    return load_docs("medium")
+    return load_docs("longva_videomme_medium", "medium")
 
 
 def videomme_process_docs_long(dataset):
-    return load_docs("long")
+    return load_docs("longva_videomme_long", "long")
+
+
+def videomme_process_docs_w_subtitle(dataset):
+    return load_docs("longva_videomme_w_subtitle")
+
+
+def videomme_process_docs_paper(dataset):
+    return load_docs("longva_videomme_paper")
 
 
 def videomme_doc_to_visual(doc) -> list[str]:
@@ -221,12 +235,11 @@ def videomme_process_results_paper(doc, results) -> dict:
     return _result_item(doc, results, "paper")
 
 
-def _result_item(doc, results, mode: str) -> dict:
+def _scored_item(doc, results, mode: str) -> dict:
     prediction = results[0] if results else ""
     path = videomme_doc_to_visual(doc)[0]
     predicted = extract_choice(prediction, "ABCD", mode=mode)
     return {
-        "longva_videomme_accuracy": {
             "question_id": doc["question_id"],
             "videoID": doc["videoID"],
             "duration": doc["duration"],
@@ -240,14 +253,18 @@ def _result_item(doc, results, mode: str) -> dict:
             "video_path": path,
             "video_problem": video_problem(path),
             "answer_extraction": mode,
-        }
+            "task": doc.get(TASK_COLUMN, "longva_videomme"),
     }
 
 
-@never_raises("longva_videomme")
-def videomme_aggregate(items, args=None) -> dict:
+def _result_item(doc, results, mode: str) -> dict:
+    item = _scored_item(doc, results, mode)
+    return {"longva_videomme_accuracy": item, "longva_videomme_missing_videos": item}
+
+
+def videomme_summary(items) -> dict:
     """Accuracy (%) overall and per duration / domain / sub-category / task type, plus failures."""
-    summary = {
+    return {
         "overall": 100.0 * sum(float(i["score"]) for i in items) / len(items) if items else 0.0,
         "n": len(items),
         "per_duration": accuracy_by(items, "duration"),
@@ -257,8 +274,24 @@ def videomme_aggregate(items, args=None) -> dict:
         **failure_report(items),
         "answer_extraction": ",".join(sorted({i.get("answer_extraction", "lmms_eval") for i in items})),
     }
-    log_failures("longva_videomme", summary, "LONGVA_VIDEOMME_ROOT")
-    return summary
+
+
+@never_raises("longva_videomme")
+def videomme_aggregate(items, args=None) -> float:
+    """Overall accuracy (%), the number lmms-eval prints; the breakdowns go to
+    ``<--output_path>/longva/<task>/breakdown.json``."""
+    summary = videomme_summary(items)
+    task = items[0].get("task", "longva_videomme") if items else "longva_videomme"
+    write_breakdown(side_output_dir(args, task), task, summary)
+    log_failures(task, summary, "LONGVA_VIDEOMME_ROOT")
+    return summary["overall"]
+
+
+@never_raises("longva_videomme")
+def videomme_missing_videos(items, args=None) -> int:
+    """How many questions' videos were missing or unreadable (scored as wrong)."""
+    return failure_report(items)["missing_videos"]
+
 
 
 __all__ = [
@@ -268,6 +301,8 @@ __all__ = [
     "subtitles_at_frames",
     "video_timing",
     "videomme_aggregate",
+    "videomme_missing_videos",
+    "videomme_summary",
     "videomme_doc_to_text",
     "videomme_doc_to_text_paper",
     "videomme_doc_to_text_subtitle",
@@ -276,6 +311,8 @@ __all__ = [
     "videomme_process_docs_long",
     "videomme_process_docs_medium",
     "videomme_process_docs_short",
+    "videomme_process_docs_paper",
+    "videomme_process_docs_w_subtitle",
     "videomme_process_results",
     "videomme_process_results_paper",
 ]

@@ -178,23 +178,26 @@ def vniah_gen_process_results(doc, results):
     return {"vniah_gen_accuracy": {**_cell_fields(doc), "correct": correct, "prediction": prediction}}
 
 
-def _aggregate(items, args, task: str):
+def _aggregate(items, args, task: str) -> float:
+    """The average cell score, the number lmms-eval prints. The per-cell scores go to
+    ``<--output_path>/longva/<task>/``: ``all_accuracies.json`` and ``avg_accuracy.txt`` as the
+    original writes them, ``heatmap.png`` and ``breakdown.json`` (every cell)."""
+    from longva_plugins.task_utils.common import side_output_dir, write_breakdown
     from longva_plugins.vniah.plot import average_accuracy, cell_scores, plot_heatmap, write_all_accuracies
 
     scores = cell_scores(items)
     average = average_accuracy(scores)
-    summary = {"average": average, "cells": {f"frames={s['Num. Frame']},depth={s['Frame Depth']}": s["Score"] for s in scores}}
+    cells = {f"frames={s['Num. Frame']},depth={s['Frame Depth']}": s["Score"] for s in scores}
     try:  # the only post-run hook lmms-eval offers; it must never raise
-        root = Path(getattr(args, "output_path", None) or "vniah_results")
-        out_dir = root / f"{task}_{os.getpid()}_{len(items)}cells"
+        out_dir = side_output_dir(args, task) or Path("vniah_results") / task
         write_all_accuracies(scores, out_dir)
         train = _settings()["train_frames"]
         heatmap = plot_heatmap(scores, out_dir / "heatmap.png", title=task, train_frames=float(train) if train else None)
-        summary["files"] = {"all_accuracies": str(out_dir / "all_accuracies.json"), "heatmap": str(heatmap)}
+        write_breakdown(out_dir, task, {"average": average, "cells": cells, "n": len(items)})
         logger.info("V-NIAH %s: average %.3f; heatmap at %s", task, average, heatmap)
     except Exception as exc:
         logger.warning("V-NIAH: could not write all_accuracies.json / heatmap (%s: %s)", type(exc).__name__, exc)
-    return summary
+    return average
 
 
 def vniah_aggregate(items, args=None):
