@@ -1,12 +1,16 @@
-"""Zigzag ring attention on W gloo processes vs single-process block attention (CPU).
+"""One causal attention layer, forward + backward: torch SDPA vs our tiled kernel vs zigzag ring.
 
-    python benchmarks/bench_ring_attention.py [--lengths 1024,2048,4096] [--world 2]
+    python benchmarks/bench_ring_attention.py [--lengths 4096,8192,16384,32768] [--world 2]
+    python benchmarks/bench_ring_attention.py --device cuda --dtype bfloat16 --no-ranks   (GPU)
 
-Forward + backward of causal attention (8 query heads, 2 KV heads, head dim 64, float32). Time is
-the wall time of the slowest rank; memory is each process's peak RSS growth during the call
-(``VmHWM`` reset through ``/proc/self/clear_refs``), so the ring column is per rank. On 2 CPU
-cores two ranks share the machine with each other, so the time ratio mostly shows the overhead of
-the ring; the memory ratio is what sequence parallelism buys (target ~1/W).
+8 query heads, 2 KV heads, head dim 64, batch 1. Columns: torch's
+``scaled_dot_product_attention`` in one process (the anchor), our kernel in one process through
+the registered ``longva_ring_zigzag`` function (no group: the tiled kernel), and zigzag ring
+attention on W gloo processes. Every measurement runs in a fresh process; time is the wall time
+(of the slowest rank), memory the peak growth during the call (CPU: ``VmHWM`` reset through
+``/proc/self/clear_refs``; CUDA: ``max_memory_allocated``), per rank for the ring. On 2 CPU cores
+the W ranks share the machine, so the ring's time shows its overhead; its memory is what
+sequence parallelism buys (target ~1/W).
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+HEADS, KV_HEADS, DIM = 8, 2, 64
+
 
 def _status_kib(field):
     with open("/proc/self/status") as handle:
@@ -29,18 +35,24 @@ def _status_kib(field):
     return 0
 
 
-def _inputs(length, seed=0):
+def _inputs(length, device, dtype, seed=0):
     gen = torch.Generator().manual_seed(seed)
-    q = torch.randn(1, 8, length, 64, generator=gen)
-    k = torch.randn(1, 2, length, 64, generator=gen)
-    v = torch.randn(1, 2, length, 64, generator=gen)
-    return q, k, v
+    shapes = ((1, HEADS, length, DIM), (1, KV_HEADS, length, DIM), (1, KV_HEADS, length, DIM))
+    return [torch.randn(*s, generator=gen).to(device, dtype) for s in shapes]
 
 
-def _measure(fn):
+def _measure(fn, device):
     import gc
 
     gc.collect()
+    if device == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        start = time.perf_counter()
+        fn()
+        torch.cuda.synchronize()
+        return time.perf_counter() - start, (torch.cuda.max_memory_allocated() - base) / 2**20
     before = _status_kib("VmRSS")
     with open("/proc/self/clear_refs", "w") as handle:
         handle.write("5")
@@ -49,17 +61,24 @@ def _measure(fn):
     return time.perf_counter() - start, max(_status_kib("VmHWM") - before, 0) / 1024
 
 
-def _single(length, queue):
-    from longva_plugins.attention.block import block_attention_backward, block_attention
-
+def _one_process(kind, length, device, dtype, queue):
     torch.set_num_threads(1)
-    q, k, v = _inputs(length)
+    import longva_plugins.attention  # noqa: F401  (registers the attention names)
+    from transformers import AttentionInterface
 
-    def run():
-        out, lse = block_attention(q, k, v, causal=True)
-        block_attention_backward(torch.ones_like(out), q, k, v, out, lse, causal=True)
+    q, k, v = (t.requires_grad_() for t in _inputs(length, device, getattr(torch, dtype)))
+    if kind == "sdpa":
+        def run():
+            out = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
+            out.backward(torch.ones_like(out))
+    else:
+        attention = AttentionInterface()["longva_ring_zigzag"]
 
-    queue.put(_measure(run))
+        def run():
+            out, _ = attention(None, q, k, v, None, scaling=DIM ** -0.5)
+            out.backward(torch.ones_like(out))
+    run() if device == "cuda" else None  # CUDA: warm up kernels outside the measurement
+    queue.put(_measure(run, device))
 
 
 def _ring(rank, world, length, store, queue):
@@ -68,7 +87,7 @@ def _ring(rank, world, length, store, queue):
 
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
-    q, k, v = (zigzag_split(t, world, rank, dim=2).clone().requires_grad_() for t in _inputs(length))
+    q, k, v = (zigzag_split(t, world, rank, dim=2).clone().requires_grad_() for t in _inputs(length, "cpu", torch.float32))
     dist.barrier()
 
     def run():
@@ -76,41 +95,52 @@ def _ring(rank, world, length, store, queue):
         out.backward(torch.ones_like(out))
         dist.barrier()
 
-    queue.put(_measure(run))
+    queue.put(_measure(run, "cpu"))
     dist.destroy_process_group()
+
+
+def _spawn(ctx, target, args_list):
+    queue = ctx.Queue()
+    procs = [ctx.Process(target=target, args=(*args, queue)) for args in args_list]
+    for p in procs:
+        p.start()
+    results = [queue.get() for _ in procs]
+    for p in procs:
+        p.join()
+    return max(t for t, _ in results), max(m for _, m in results)
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--lengths", default="1024,2048,4096")
+    parser.add_argument("--lengths", default="4096,8192,16384,32768")
     parser.add_argument("--world", type=int, default=2)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", default="float32")
+    parser.add_argument("--no-ranks", action="store_true", help="skip the gloo ring column")
     args = parser.parse_args()
     from rich.console import Console
     from rich.table import Table
 
     ctx = mp.get_context("spawn")
-    table = Table(title=f"Causal attention fwd+bwd, float32: single process vs zigzag ring on {args.world} gloo ranks")
-    for col in ("length", "single s", "ring s", "time ratio", "single MiB", "ring MiB/rank", "memory ratio"):
+    console = Console()
+    table = Table(title=f"Causal attention fwd+bwd ({HEADS} heads, {KV_HEADS} KV heads, dim {DIM}, {args.dtype}, "
+                        f"{args.device}): time s / peak MiB")
+    cols = ["length", "SDPA s", "ours s", "ours/SDPA time", "SDPA MiB", "ours MiB", "ours/SDPA mem"]
+    if not args.no_ranks:
+        cols += [f"ring x{args.world} s", f"ring MiB/rank", "ring/ours mem"]
+    for col in cols:
         table.add_column(col, justify="right")
     for length in [int(x) for x in args.lengths.split(",")]:
-        queue = ctx.Queue()
-        proc = ctx.Process(target=_single, args=(length, queue))
-        proc.start()
-        single_t, single_m = queue.get()
-        proc.join()
-        store = os.path.join(tempfile.mkdtemp(), "store")
-        queue = ctx.Queue()
-        procs = [ctx.Process(target=_ring, args=(r, args.world, length, store, queue)) for r in range(args.world)]
-        for p in procs:
-            p.start()
-        results = [queue.get() for _ in procs]
-        for p in procs:
-            p.join()
-        ring_t = max(t for t, _ in results)
-        ring_m = max(m for _, m in results)
-        table.add_row(str(length), f"{single_t:.2f}", f"{ring_t:.2f}", f"{single_t / ring_t:.2f}x", f"{single_m:.0f}",
-                      f"{ring_m:.0f}", f"{ring_m / max(single_m, 1):.2f}")
-    Console().print(table)
+        st, sm = _spawn(ctx, _one_process, [("sdpa", length, args.device, args.dtype)])
+        ot, om = _spawn(ctx, _one_process, [("ours", length, args.device, args.dtype)])
+        row = [str(length), f"{st:.2f}", f"{ot:.2f}", f"{ot / st:.2f}x", f"{sm:.0f}", f"{om:.0f}", f"{om / max(sm, 1):.2f}x"]
+        if not args.no_ranks:
+            store = os.path.join(tempfile.mkdtemp(), "store")
+            rt, rm = _spawn(ctx, _ring, [(r, args.world, length, store) for r in range(args.world)])
+            row += [f"{rt:.2f}", f"{rm:.0f}", f"{rm / max(om, 1):.2f}x"]
+        console.print(" | ".join(row))
+        table.add_row(*row)
+    console.print(table)
 
 
 if __name__ == "__main__":

@@ -44,13 +44,16 @@ def longva_task_folders():
 
 # --------------------------------------------------------------------------- video decoding
 @hookspec(firstresult=True)
-def longva_read_video(path, num_frames, max_fps, backend):
+def longva_read_video(path, num_frames, max_fps, backend, indices):
     """Decode frames from a video file; stops at the first non-None result.
 
     :param path: the video file (``str``).
     :param num_frames: how many frames to sample uniformly (``int``), or ``None`` to take every
         frame allowed by ``max_fps``.
     :param max_fps: sample at most this many frames per second of video (``float``) or ``None``.
+    :param indices: explicit frame indices to return, in order (``list[int]``, numbered as a full
+        sequential decode numbers frames), or ``None`` to sample with ``num_frames`` / ``max_fps``.
+        A backend that cannot honour them must return ``None``.
     :param backend: the backend the user asked for (``"decord"``, ``"pyav"``, ``"torchcodec"``,
         a third-party name) or ``None`` for "any". An implementation that is not the requested
         backend, or that is not installed, returns ``None``.
@@ -88,14 +91,18 @@ def longva_haystacks():
 
 # --------------------------------------------------------------------------- attention
 @hookspec(firstresult=True)
-def longva_attention_kernel(name, device):
-    """Choose the block-attention kernel used by the ring attention functions.
+def longva_attention_kernel(name, device, dtype):
+    """Choose the block-attention kernel used by the ring attention functions; stops at the first
+    non-None result.
 
-    :param name: the kernel asked for (``"auto"``, ``"torch"``, ``"sdpa"``, ``"flash_attn"``).
+    :param name: the kernel asked for: ``"auto"`` (flash-attn on CUDA for float16/bfloat16 inputs
+        when installed, else the tiled torch kernel), ``"torch"`` (the tiled torch kernel, any
+        device and dtype) or ``"flash_attn"``; plugins may add names.
     :param device: the ``torch.device`` the tensors live on.
-    :return: a callable ``kernel(q, k, v, causal, softmax_scale) -> (out, lse)`` with the
-        interface of :func:`longva_plugins.attention.block.block_attention`, or ``None`` to
-        let another implementation decide.
+    :param dtype: the ``torch.dtype`` of the query tensor.
+    :return: a :class:`longva_plugins.attention.block.AttentionKernel` (``forward`` and
+        ``backward`` with the interface of ``block_attention`` / ``block_attention_backward``), or
+        ``None`` to let another implementation decide.
     """
 
 

@@ -56,10 +56,68 @@ def test_bfloat16_inputs_accumulate_in_float32():
 
 
 def test_kernel_hook_resolves_torch_kernel_on_cpu():
+    from longva_plugins.attention.block import TORCH_KERNEL
     from longva_plugins.attention.ring_core import resolve_kernel
     from longva_plugins.errors import ConfigError
 
-    assert resolve_kernel("auto", torch.device("cpu")) is block_attention
-    assert resolve_kernel("torch", torch.device("cpu")) is block_attention
+    assert resolve_kernel("auto", torch.device("cpu"), torch.bfloat16) is TORCH_KERNEL
+    assert resolve_kernel("torch", torch.device("cpu"), torch.float32) is TORCH_KERNEL
     with pytest.raises(ConfigError, match="no attention kernel named 'nosuch'"):
         resolve_kernel("nosuch", torch.device("cpu"))
+
+
+def _reference_general(q, k, v, causal, key_padding=None, scale=None):
+    """float64 plain softmax for Lq <= Lk (bottom-right causal) and key padding, with autograd."""
+    scale = scale if scale is not None else q.shape[-1] ** -0.5
+    group = q.shape[1] // k.shape[1]
+    kk, vv = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)
+    scores = torch.einsum("bhqd,bhkd->bhqk", q, kk) * scale
+    lq, lk = q.shape[2], k.shape[2]
+    keep = torch.ones(q.shape[0], 1, lq, lk, dtype=torch.bool)
+    if causal:
+        keep &= torch.ones(lq, lk, dtype=torch.bool).tril(lk - lq)
+    if key_padding is not None:
+        keep &= key_padding[:, None, None, :]
+    scores = scores.masked_fill(~keep, float("-inf"))
+    lse = torch.logsumexp(scores, dim=-1)
+    probs = torch.nan_to_num(torch.exp(scores - lse.unsqueeze(-1)))
+    return torch.einsum("bhqk,bhkd->bhqd", probs, vv), lse
+
+
+@pytest.mark.parametrize("lq,lk,tile,causal", [(37, 37, 8, True), (37, 37, 8, False), (5, 40, 16, True),
+                                                (1, 29, 8, True), (64, 64, 64, True), (33, 70, 7, True)])
+@pytest.mark.parametrize("heads,kv_heads", [(4, 2), (3, 3)])
+def test_tiled_forward_and_backward_match_float64_softmax(lq, lk, tile, causal, heads, kv_heads):
+    gen = torch.Generator().manual_seed(lq * 100 + lk)
+    q = torch.randn(2, heads, lq, 8, generator=gen, dtype=torch.float64, requires_grad=True)
+    k = torch.randn(2, kv_heads, lk, 8, generator=gen, dtype=torch.float64, requires_grad=True)
+    v = torch.randn(2, kv_heads, lk, 8, generator=gen, dtype=torch.float64, requires_grad=True)
+    dout = torch.randn(2, heads, lq, 8, generator=gen, dtype=torch.float64)
+    ref_out, ref_lse = _reference_general(q, k, v, causal)
+    ref_out.backward(dout)
+    out, lse = block_attention(q.detach(), k.detach(), v.detach(), causal=causal, tile=tile)
+    torch.testing.assert_close(out, ref_out.detach(), atol=1e-12, rtol=0)
+    torch.testing.assert_close(lse, ref_lse.detach(), atol=1e-12, rtol=0)
+    grads = block_attention_backward(dout, q.detach(), k.detach(), v.detach(), out, lse, causal=causal, tile=tile)
+    for got, want in zip(grads, (q.grad, k.grad, v.grad)):
+        torch.testing.assert_close(got, want, atol=1e-11, rtol=0)
+
+
+def test_key_padding_masks_keys_and_rows_without_keys_are_zero():
+    gen = torch.Generator().manual_seed(5)
+    q, k, v = (torch.randn(2, 2, 12, 8, generator=gen, dtype=torch.float64) for _ in range(3))
+    padding = torch.ones(2, 12, dtype=torch.bool)
+    padding[1, :5] = False  # left padding of the second row
+    out, lse = block_attention(q, k, v, causal=True, key_padding=padding, tile=4)
+    ref_out, ref_lse = _reference_general(q, k, v, True, padding)
+    torch.testing.assert_close(out, ref_out, atol=1e-12, rtol=0)
+    assert torch.equal(torch.isinf(lse), torch.isinf(ref_lse)) and out[1, :, :5].eq(0).all()
+    torch.testing.assert_close(lse[torch.isfinite(lse)], ref_lse[torch.isfinite(ref_lse)], atol=1e-12, rtol=0)
+
+
+def test_heads_not_divisible_by_kv_heads_is_a_clear_error():
+    from longva_plugins.errors import ConfigError
+
+    q, k, v, _ = make_inputs(0, 1, 5, 2, 4, 8)
+    with pytest.raises(ConfigError, match="5 query heads are not a multiple of 2"):
+        block_attention(q, k, v, causal=True)

@@ -49,3 +49,33 @@ def test_unreadable_and_empty_images_are_all_listed(tmp_path):
 def test_a_folder_without_needles_names_the_layouts(tmp_path):
     with pytest.raises(DataError, match="dataset.json"):
         load_needle_folder(tmp_path)
+
+
+def test_video_haystack_samples_one_fps_as_the_original(tmp_path):
+    """range(0, total, round(fps)): at 29.97 fps every 30th source frame (not floor(k * 29.97))."""
+    from fractions import Fraction
+
+    import av
+
+    from longva_plugins.vniah.haystack import VideoHaystack, one_fps_indices
+
+    path = tmp_path / "ntsc.mp4"
+    total = 95
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=Fraction(30000, 1001), options={"g": "30", "bf": "2"})
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        for i in range(total):
+            frame = np.full((48, 64, 3), (i * 2) % 256, np.uint8)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    assert one_fps_indices(3001, 29.97) == list(range(0, 3001, 30))
+    assert one_fps_indices(3001, 29.97)[100] == 3000  # floor(100 * 29.97) would be 2997
+    haystack = VideoHaystack(path)
+    assert haystack.source_indices == [0, 30, 60, 90] and haystack.length == 4
+    with av.open(str(path)) as container:
+        every = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+    np.testing.assert_array_equal(haystack.frames([1, 3]), np.stack([every[30], every[90]]))
+    with pytest.raises(SettingError, match="asks for 5 frames"):
+        haystack.check_length(5)

@@ -6,7 +6,7 @@ and the transformers attention names ``longva_ring_zigzag`` / ``longva_ring`` (r
 import through ``AttentionInterface``).
 """
 
-from longva_plugins.attention.block import block_attention, merge_partial
+from longva_plugins.attention.block import block_attention, block_attention_backward, merge_partial
 from longva_plugins.attention.ring import ring_attention_func
 from longva_plugins.attention.sequence_parallel import shard_batch, zigzag_gather, zigzag_split, zigzag_unshard
 from longva_plugins.attention.transformers_integration import RING, ZIGZAG, register, set_sequence_parallel_group
@@ -15,6 +15,6 @@ from longva_plugins.attention.zigzag import zigzag_ring_attention_func
 register()
 
 __all__ = [
-    "RING", "ZIGZAG", "block_attention", "merge_partial", "ring_attention_func", "set_sequence_parallel_group",
+    "RING", "ZIGZAG", "block_attention", "block_attention_backward", "merge_partial", "ring_attention_func", "set_sequence_parallel_group",
     "shard_batch", "zigzag_gather", "zigzag_ring_attention_func", "zigzag_split", "zigzag_unshard",
 ]

@@ -1,4 +1,4 @@
-"""Built-in attention plugin: block kernels for the ring (pure PyTorch; flash-attn on CUDA)."""
+"""Built-in attention plugin: block kernels for the ring (tiled torch; flash-attn on CUDA)."""
 
 from __future__ import annotations
 
@@ -6,19 +6,13 @@ from longva_plugins.hookspecs import hookimpl
 
 
 @hookimpl
-def longva_attention_kernel(name, device):
-    if name == "flash_attn" or (name == "auto" and _flash(device)):
-        from longva_plugins.attention.flash import flash_block_attention
+def longva_attention_kernel(name, device, dtype):
+    from longva_plugins.attention.flash import FLASH_KERNEL, flash_available
 
-        return flash_block_attention
+    if name == "flash_attn" or (name == "auto" and flash_available(device, dtype)):
+        return FLASH_KERNEL
     if name in ("auto", "torch"):
-        from longva_plugins.attention.block import block_attention
+        from longva_plugins.attention.block import TORCH_KERNEL
 
-        return block_attention
+        return TORCH_KERNEL
     return None
-
-
-def _flash(device) -> bool:
-    from longva_plugins.attention.flash import flash_available
-
-    return flash_available(device)

@@ -26,15 +26,27 @@ _PLANS = {True: ring_plan(True), False: ring_plan(False)}
 
 
 def ring_attention_func(q, k, v, causal: bool = True, softmax_scale: float | None = None, group=None,
-                        kernel: str = "auto"):
+                        kernel: str = "auto", key_padding=None):
     """Ring attention over a sequence sharded contiguously across ``group``.
 
     Args:
         q: ``(B, H, L_local, D)``; k, v: ``(B, Hk, L_local, D)`` with ``H % Hk == 0`` (GQA).
+        kernel: ``"auto"``, ``"torch"`` (tiled) or ``"flash_attn"`` (see the ``longva_attention_kernel`` hook).
+        key_padding: ``(B, Lk)`` bool, False for padded keys; one process only.
     Returns:
         ``(out (B, H, L_local, D), lse (B, H, L_local))``; differentiable in q, k, v.
     """
-    return RingAttentionFunction.apply(q, k, v, _PLANS[causal], softmax_scale, group, kernel)
+    _refuse_sharded_padding(key_padding, group)
+    return RingAttentionFunction.apply(q, k, v, _PLANS[causal], softmax_scale, group, kernel, key_padding)
+
+
+def _refuse_sharded_padding(key_padding, group) -> None:
+    from longva_plugins.attention.transformers_integration import group_size
+
+    if key_padding is not None and group_size(group) > 1:
+        from longva_plugins.errors import ConfigError
+
+        raise ConfigError("key padding inside a sequence-parallel batch is not supported; shard unpadded sequences")
 
 
 __all__ = ["ring_attention_func", "ring_plan"]

@@ -25,24 +25,28 @@ def zigzag_plan(rank, src, world, q_len, k_len):
 
 
 def zigzag_ring_attention_func(q, k, v, causal: bool = True, softmax_scale: float | None = None, group=None,
-                               kernel: str = "auto"):
+                               kernel: str = "auto", key_padding=None):
     """Causal zigzag ring attention over a sequence sharded with :func:`.sequence_parallel.zigzag_split`.
 
     Args:
-        q: ``(B, H, L_local, D)``; k, v: ``(B, Hk, L_local, D)``; ``L_local`` even (two chunks).
+        q: ``(B, H, L_local, D)``; k, v: ``(B, Hk, L_local, D)``; ``L_local`` even (two chunks) when
+            the group has more than one rank; any length (and ``key_padding``) in one process.
     Returns:
         ``(out (B, H, L_local, D), lse (B, H, L_local))``; differentiable in q, k, v.
     """
-    if not causal:
-        from longva_plugins.attention.ring import ring_attention_func
+    from longva_plugins.attention.ring import _refuse_sharded_padding, ring_attention_func
+    from longva_plugins.attention.transformers_integration import group_size
 
-        return ring_attention_func(q, k, v, causal=False, softmax_scale=softmax_scale, group=group)
-    if q.shape[2] % 2:
+    if not causal:
+        return ring_attention_func(q, k, v, causal=False, softmax_scale=softmax_scale, group=group, kernel=kernel,
+                                   key_padding=key_padding)
+    _refuse_sharded_padding(key_padding, group)
+    if group_size(group) > 1 and q.shape[2] % 2:
         from longva_plugins.errors import ConfigError
 
         raise ConfigError(f"zigzag shards hold two equal chunks; local length {q.shape[2]} is odd: pad the sequence "
                           "to a multiple of 2 x world size (sequence_parallel.pad_to_multiple)")
-    return RingAttentionFunction.apply(q, k, v, zigzag_plan, softmax_scale, group, kernel)
+    return RingAttentionFunction.apply(q, k, v, zigzag_plan, softmax_scale, group, kernel, key_padding)
 
 
 __all__ = ["zigzag_plan", "zigzag_ring_attention_func"]

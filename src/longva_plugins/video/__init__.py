@@ -109,8 +109,9 @@ def available_backends() -> dict[str, bool]:
 
 
 def read_video(path: str | os.PathLike, num_frames: int | None = None, max_fps: float | None = None,
-               backend: str | None = None) -> VideoFrames:
-    """Decode ``num_frames`` frames (and/or at most ``max_fps`` per second) from ``path``.
+               backend: str | None = None, indices: list[int] | None = None) -> VideoFrames:
+    """Decode ``num_frames`` frames (and/or at most ``max_fps`` per second), or the explicit frame
+    ``indices``, from ``path``.
 
     Raises:
         VideoDecodeError: the file is missing, empty, truncated or no backend can read it; the
@@ -125,7 +126,8 @@ def read_video(path: str | os.PathLike, num_frames: int | None = None, max_fps: 
         raise VideoDecodeError(f"video path is a directory, not a file: {path}")
     if os.path.getsize(path) == 0:
         raise VideoDecodeError(f"video file is empty (0 bytes): {path}")
-    result = get_plugin_manager().hook.longva_read_video(path=path, num_frames=num_frames, max_fps=max_fps, backend=backend)
+    result = get_plugin_manager().hook.longva_read_video(path=path, num_frames=num_frames, max_fps=max_fps,
+                                                         backend=backend, indices=indices)
     if result is None:
         backends = available_backends()
         usable = [name for name, ok in backends.items() if ok]

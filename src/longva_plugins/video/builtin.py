@@ -1,8 +1,7 @@
 """Built-in video backends: PyAV (default), decord and torchcodec, behind ``longva_read_video``.
 
-PyAV streams: it decodes in order and keeps only the sampled frames, so memory holds N frames,
-never the whole video, and a container that reports no frame count is first counted by demuxing
-packets (no decoding) instead of being decoded twice into memory.
+PyAV (:mod:`longva_plugins.video.pyav_reader`) seeks to the keyframe before each sampled frame when
+that skips decoding, identifies frames by timestamp, and keeps only the sampled frames in memory.
 """
 
 from __future__ import annotations
@@ -25,47 +24,13 @@ def _installed(name: str) -> bool:
     return importlib.util.find_spec(_MODULES[name]) is not None
 
 
-def _read_pyav(path, num_frames, max_fps) -> VideoFrames:
-    import av
+def _read_pyav(path, num_frames, max_fps, indices=None) -> VideoFrames:
+    from longva_plugins.video.pyav_reader import read_pyav
 
-    try:
-        with av.open(path) as container:
-            if not container.streams.video:
-                raise VideoDecodeError(f"no video stream in {path}")
-            stream = container.streams.video[0]
-            fps = float(stream.average_rate) if stream.average_rate else None
-            total = stream.frames
-            if not total:  # container without a frame count: count packets, decode nothing
-                total = sum(1 for packet in container.demux(stream) if packet.size)
-                container.seek(0)
-            if total <= 0:
-                raise VideoDecodeError(f"video has no frames: {path}")
-            wanted = sample_indices(total, num_frames, fps, max_fps)
-            keep = set(wanted)
-            last = max(wanted)
-            decoded: dict[int, np.ndarray] = {}
-            index = -1
-            for index, frame in enumerate(container.decode(stream)):
-                if index in keep:
-                    decoded[index] = frame.to_ndarray(format="rgb24")
-                if index >= last:
-                    break
-    except VideoDecodeError:
-        raise
-    except Exception as exc:  # av.error.* and OSError: unreadable / truncated container
-        raise VideoDecodeError(f"cannot decode {path} with PyAV: {type(exc).__name__}: {exc}") from exc
-    missing = [i for i in keep if i not in decoded]
-    if missing and not decoded:
-        raise VideoDecodeError(f"video has no decodable frames (truncated?): {path}")
-    if missing:  # truncated tail: reuse the last decodable frame, as frame-count estimates overshoot
-        available = sorted(decoded)
-        for i in missing:
-            decoded[i] = decoded[max(a for a in available if a <= i) if any(a <= i for a in available) else available[0]]
-    return VideoFrames(np.stack([decoded[i] for i in wanted]), wanted, fps, total, "pyav",
-                       extra={"substituted_frames": len(missing)})
+    return read_pyav(path, num_frames, max_fps, indices)
 
 
-def _read_decord(path, num_frames, max_fps) -> VideoFrames:
+def _read_decord(path, num_frames, max_fps, indices=None) -> VideoFrames:
     from decord import VideoReader, cpu
 
     try:
@@ -74,8 +39,8 @@ def _read_decord(path, num_frames, max_fps) -> VideoFrames:
         if total <= 0:
             raise VideoDecodeError(f"video has no frames: {path}")
         fps = float(reader.get_avg_fps()) or None
-        wanted = sample_indices(total, num_frames, fps, max_fps)
-        frames = reader.get_batch(wanted).asnumpy()
+        wanted = list(indices) if indices is not None else sample_indices(total, num_frames, fps, max_fps)
+        frames = reader.get_batch([min(i, total - 1) for i in wanted]).asnumpy()
     except VideoDecodeError:
         raise
     except Exception as exc:  # decord.DECORDError and friends
@@ -83,15 +48,15 @@ def _read_decord(path, num_frames, max_fps) -> VideoFrames:
     return VideoFrames(frames, wanted, fps, total, "decord")
 
 
-def _read_torchcodec(path, num_frames, max_fps) -> VideoFrames:
+def _read_torchcodec(path, num_frames, max_fps, indices=None) -> VideoFrames:
     from torchcodec.decoders import VideoDecoder
 
     try:
         decoder = VideoDecoder(path)
         total = decoder.metadata.num_frames
         fps = decoder.metadata.average_fps
-        wanted = sample_indices(total, num_frames, fps, max_fps)
-        frames = decoder.get_frames_at(wanted).data.permute(0, 2, 3, 1).numpy()
+        wanted = list(indices) if indices is not None else sample_indices(total, num_frames, fps, max_fps)
+        frames = decoder.get_frames_at([min(i, total - 1) for i in wanted]).data.permute(0, 2, 3, 1).numpy()
     except VideoDecodeError:
         raise
     except Exception as exc:
@@ -103,7 +68,7 @@ READERS = {"pyav": _read_pyav, "decord": _read_decord, "torchcodec": _read_torch
 
 
 @hookimpl
-def longva_read_video(path, num_frames, max_fps, backend):
+def longva_read_video(path, num_frames, max_fps, backend, indices):
     if backend is not None:
         if backend not in READERS:
             return None  # a third-party backend name: not ours
@@ -112,10 +77,10 @@ def longva_read_video(path, num_frames, max_fps, backend):
                 f"video backend {backend!r} is not installed (needed for {path}); "
                 f"pip install {'longva-plugins[decord]' if backend == 'decord' else _MODULES[backend]}"
             )
-        return READERS[backend](path, num_frames, max_fps)
+        return READERS[backend](path, num_frames, max_fps, indices)
     for name in DEFAULT_ORDER:
         if _installed(name):
-            return READERS[name](path, num_frames, max_fps)
+            return READERS[name](path, num_frames, max_fps, indices)
     return None
 
 

@@ -72,10 +72,24 @@ class SyntheticHaystack(Haystack):
         return np.stack([self.frame(int(i)) for i in indices])
 
 
+def one_fps_indices(total: int, fps: float | None) -> list[int]:
+    """The original's 1-FPS haystack frames, ``range(0, total, round(avg_fps))``
+    (``vision_niah/produce_haystack_embedding.py``): every ``round(fps)``-th source frame."""
+    step = max(1, round(fps)) if fps else 1
+    return list(range(0, total, step))
+
+
 class VideoHaystack(Haystack):
-    """A user video sampled at 1 FPS (decoded once, lazily)."""
+    """A user video sampled at 1 FPS with the original's rule (:func:`one_fps_indices`).
+
+    Only the frames asked for are decoded (the PyAV reader seeks), so a feature-length haystack is
+    never held in memory.
+    """
 
     def __init__(self, path: str | os.PathLike, backend: str | None = None):
+        from longva_plugins.errors import VideoDecodeError
+        from longva_plugins.video import probe_video
+
         self.path = os.fspath(path)
         if not os.path.isfile(self.path):
             raise ConfigError(f"haystack video not found: {self.path}; set LONGVA_VNIAH_HAYSTACK to a video file")
@@ -83,29 +97,20 @@ class VideoHaystack(Haystack):
         digest = hashlib.sha256(f"{os.path.abspath(self.path)}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:16]
         self.identity = f"video:{os.path.basename(self.path)}:{digest}"
         self.backend = backend
-        self._frames: np.ndarray | None = None
-        from longva_plugins.errors import VideoDecodeError
-        from longva_plugins.video import probe_video, sample_indices
-
         try:  # the 1-FPS length from the header: a grid that does not fit fails at task build
             fps, total = probe_video(self.path)
         except VideoDecodeError as exc:
             raise ConfigError(f"LONGVA_VNIAH_HAYSTACK={self.path}: {exc}") from exc
         if total <= 0:
             raise ConfigError(f"LONGVA_VNIAH_HAYSTACK={self.path}: the video has no frames")
-        self.length = len(sample_indices(total, None, fps, 1.0))
-
-    def _load(self) -> np.ndarray:
-        if self._frames is None:
-            from longva_plugins.video import read_video
-
-            self._frames = read_video(self.path, max_fps=1.0, backend=self.backend).frames
-            self.length = len(self._frames)
-        return self._frames
+        self.source_indices = one_fps_indices(total, fps)
+        self.length = len(self.source_indices)
 
     def frames(self, indices) -> np.ndarray:
-        data = self._load()
-        return data[np.asarray(list(indices), dtype=int)]
+        from longva_plugins.video import read_video
+
+        wanted = [self.source_indices[int(i)] for i in indices]
+        return read_video(self.path, indices=wanted, backend=self.backend).frames
 
 
 def resolve_haystack(spec: str | None) -> Haystack:
@@ -124,4 +129,4 @@ def resolve_haystack(spec: str | None) -> Haystack:
     raise ConfigError(f"unknown V-NIAH haystack {spec!r}: use 'synthetic', 'synthetic:SEED' or a video file path")
 
 
-__all__ = ["Haystack", "SyntheticHaystack", "VideoHaystack", "resolve_haystack"]
+__all__ = ["Haystack", "SyntheticHaystack", "VideoHaystack", "one_fps_indices", "resolve_haystack"]

@@ -35,12 +35,20 @@ def write_all_accuracies(scores: list[dict], out_dir: str | os.PathLike) -> Path
     return path
 
 
+def frame_tick(frames: int) -> str:
+    """The original's frame tick labels: ``"1.0K"`` for 1000 frames, ``"0.2K"`` for 200."""
+    return f"{frames / 1000:.1f}K"
+
+
 def plot_heatmap(scores: list[dict], path: str | os.PathLike, title: str = "V-NIAH",
                  train_frames: float | None = None) -> Path:
-    """Rows = depth (0 at the top), columns = frames; red -> amber -> green, 0..1.
+    """The original's V-NIAH heatmap: rows = depth (0 at the top), columns = frames, red -> amber
+    -> green over 0..1, white 1.5 px cell borders, "1.0K"-style frame ticks, a 17.5 x 8 inch
+    figure, font size 14 (``vision_niah/eval_vision_niah.py`` draws it with seaborn).
 
-    ``train_frames`` draws the paper's dotted line at the language model's training length in
-    frames (e.g. 224K tokens / 144 tokens per frame ~ 1555 for LongVA-7B).
+    ``train_frames`` adds the dotted line of the paper's figure at the language model's training
+    length in frames (e.g. 224K tokens / 144 tokens per frame ~ 1555 for LongVA-7B); the
+    original's plotting code has no such line.
     """
     try:
         import matplotlib
@@ -58,23 +66,25 @@ def plot_heatmap(scores: list[dict], path: str | os.PathLike, title: str = "V-NI
     for s in scores:
         grid[depths.index(s["Frame Depth"]), frames.index(s["Num. Frame"])] = s["Score"]
     cmap = LinearSegmentedColormap.from_list("vniah", list(PAPER_COLOURS))
-    fig, ax = plt.subplots(figsize=(max(6, 0.6 * len(frames) + 2), max(3, 0.5 * len(depths) + 1.5)))
-    image = ax.imshow(grid, cmap=cmap, vmin=0, vmax=1, aspect="auto")
-    ax.set_xticks(range(len(frames)), [str(f) for f in frames], rotation=45)
-    ax.set_yticks(range(len(depths)), [f"{d:g}" for d in depths])
-    ax.set_xlabel("Num. of Frames")
-    ax.set_ylabel("Depth Percent")
-    average = float(np.nanmean(grid)) if grid.size else float("nan")
-    ax.set_title(f"{title} (average {average:.3f})")
-    if train_frames and len(frames) > 1 and frames[0] <= train_frames <= frames[-1]:
-        x = np.interp(train_frames, frames, range(len(frames)))
-        ax.axvline(x, color="white", linestyle=":", linewidth=2)
-    fig.colorbar(image, ax=ax, label="Score")
-    fig.tight_layout()
-    path = Path(path)
-    with atomic_output(path) as tmp:
-        fig.savefig(tmp, dpi=120)
-    plt.close(fig)
+    with plt.rc_context({"font.size": 14}):
+        fig, ax = plt.subplots(figsize=(17.5, 8))
+        mesh = ax.pcolormesh(grid, cmap=cmap, vmin=0, vmax=1, edgecolors="white", linewidth=1.5)
+        ax.invert_yaxis()  # depth 0 at the top
+        ax.set_xticks(np.arange(len(frames)) + 0.5, [frame_tick(f) for f in frames])
+        ax.set_yticks(np.arange(len(depths)) + 0.5, [f"{d:g}" for d in depths])
+        ax.set_xlabel("Num. of Frames")
+        ax.set_ylabel("Depth Percent")
+        average = float(np.nanmean(grid)) if grid.size else float("nan")
+        ax.set_title(f"{title} (average {average:.3f})")
+        if train_frames and len(frames) > 1 and frames[0] <= train_frames <= frames[-1]:
+            x = np.interp(train_frames, frames, np.arange(len(frames)) + 0.5)
+            ax.axvline(x, color="white", linestyle=":", linewidth=2)
+        fig.colorbar(mesh, ax=ax, label="Score")
+        fig.tight_layout()
+        path = Path(path)
+        with atomic_output(path) as tmp:
+            fig.savefig(tmp, dpi=100)
+        plt.close(fig)
     return path
 
 

@@ -63,9 +63,12 @@ class VNIAHScorer:
     def haystack_embeds(self, num_frames: int) -> torch.Tensor:
         """``(num_frames, T, D)`` embeddings of haystack frames 0..num_frames-1."""
         def compute(missing):
-            # Only on a cache miss: a cached grid never decodes the haystack video again.
+            # Only on a cache miss: a cached grid never decodes the haystack video again. Frames are
+            # decoded and encoded a chunk at a time, so raw frames never pile up in memory.
             self.haystack.check_length(num_frames)
-            return self._encode(self.haystack.frames(missing))
+            step = max(1, self.encode_chunk_size) * 4
+            return torch.cat([self._encode(self.haystack.frames(missing[i:i + step]))
+                              for i in range(0, len(missing), step)])
 
         return self.cache.get_or_compute(
             self.fingerprint, PREPROCESSING, self.haystack.identity, list(range(num_frames)), compute
