@@ -26,14 +26,19 @@ def main():
     import longva_plugins.attention  # noqa: F401  (registers longva_ring_zigzag)
     from longva_plugins.training.long_context import all_reduce_gradients, pack_documents, sequence_parallel_loss
 
+    use_cuda = torch.cuda.is_available()
     if "WORLD_SIZE" in os.environ:
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        dist.init_process_group("nccl" if use_cuda else "gloo")
     rank = dist.get_rank() if dist.is_initialized() else 0
+    device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if use_cuda else "cpu")
+    if use_cuda:
+        torch.cuda.set_device(device)
     torch.manual_seed(0)
     config = Qwen2Config(vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
                          num_key_value_heads=2, max_position_embeddings=args.seq_len * 2)
     config._attn_implementation = "longva_ring_zigzag"
-    model = Qwen2ForCausalLM(config)
+    # on GPUs the model runs in bfloat16, so the flash-attn kernel is used when installed
+    model = Qwen2ForCausalLM(config).to(device, torch.bfloat16 if use_cuda else torch.float32)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     gen = torch.Generator().manual_seed(1)
     docs = [torch.randint(1, 256, (int(n),), generator=gen).tolist() for n in torch.randint(50, 400, (64,), generator=gen)]

@@ -60,7 +60,12 @@ def check_across_ranks(query, key, value, group, padded: bool) -> None:
     table = torch.stack(gathered)
     if not (table == table[0]).all():
         names = ("batch", "heads", "q_len", "head_dim", "kv_heads", "k_len", "v_len", "dtype", "cuda", "padded")
-        rows = "; ".join(f"rank {r}: " + ", ".join(f"{n}={int(v)}" for n, v in zip(names, row)) for r, row in enumerate(table))
+
+        def show(name, value):
+            value = int(value)
+            return f"{name}={str(_DTYPES[value]).replace('torch.', '') if name == 'dtype' and value >= 0 else value}"
+
+        rows = "; ".join(f"rank {r}: " + ", ".join(show(n, v) for n, v in zip(names, row)) for r, row in enumerate(table))
         raise ConfigError(f"sequence-parallel attention got different shapes/dtypes/devices on different ranks: {rows}")
     if int(table[0, -1]):
         raise ConfigError("padding inside a sequence-parallel batch is not supported: each rank must hold its shard "

@@ -35,12 +35,15 @@ def sequence_parallel_loss(model, input_ids: torch.Tensor, group=None, pad_id: i
     """
     world = dist.get_world_size(group) if dist.is_initialized() else 1
     rank = dist.get_rank(group) if dist.is_initialized() else 0
-    shard = shard_batch(input_ids, input_ids, world, rank, pad_id=pad_id)
+    device = next(model.parameters()).device
+    shard = {k: v.to(device) if isinstance(v, torch.Tensor) else v
+             for k, v in shard_batch(input_ids, input_ids, world, rank, pad_id=pad_id).items()}
     logits = model(input_ids=shard["input_ids"], position_ids=shard["position_ids"]).logits
     labels = shard["labels"]
     local = torch.nn.functional.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(),
                                               ignore_index=IGNORE_INDEX, reduction="sum")
-    tokens = torch.tensor(float((labels != IGNORE_INDEX).sum()))
+    # on the model's device: NCCL all-reduces CUDA tensors only
+    tokens = (labels != IGNORE_INDEX).sum().to(torch.float32)
     if world > 1:
         dist.all_reduce(tokens, group=group)
     return local / tokens, tokens
