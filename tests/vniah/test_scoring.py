@@ -231,3 +231,30 @@ def test_fingerprint_covers_the_tokenizer(tiny):
 
     assert model_fingerprint(model, processor) != model_fingerprint(model, OtherTokenizer())
     assert model_fingerprint(model, processor) == model_fingerprint(model, processor)
+
+
+def test_one_kv_cache_grows_with_the_insertion_index_and_is_cropped_back(tiny, tmp_path, monkeypatch):
+    """Cells in insertion-index order prefill every haystack frame once, on one cache object that
+    is cropped back to the cell's prefix after each cell (no copies)."""
+    from longva_plugins.vniah.grid import cell_order_key, insertion_index
+
+    scorer = _scorer(tiny, tmp_path)
+    tokens = scorer.model.config.tokens_per_frame
+    grown = []
+    real = scorer._prefix_to
+
+    def recording_prefix_to(idx):
+        before = scorer._prefix_frames
+        cache = real(idx)
+        grown.append(idx - min(before, idx))  # frames prefilled by this call
+        return cache
+
+    monkeypatch.setattr(scorer, "_prefix_to", recording_prefix_to)
+    cells = sorted([(n, d, k) for n in (4, 8) for d in (0.0, 0.5, 1.0) for k in (0, 1)], key=lambda c: cell_order_key(*c))
+    caches = set()
+    for n, d, k in cells:
+        scorer.score(n, d, k)
+        caches.add(id(scorer._prefix_cache))
+        assert scorer._prefix_cache.get_seq_length() == scorer._prefix_pre_len + insertion_index(d, n) * tokens
+    assert len(caches) == 1, "one KV cache for the whole grid"
+    assert sum(grown) == max(insertion_index(d, n) for n, d, _ in cells), "each prefix frame is prefilled once"

@@ -260,32 +260,52 @@ class LongVA(lmms):
         return [r if r is not None else "" for r in results]
 
     def loglikelihood(self, requests: list[Instance]) -> list[tuple[float, bool]]:
-        """Teacher-forced: ``(mean negative log-likelihood, continuation is the greedy argmax)``."""
-        results: list[tuple[float, bool]] = []
+        """Teacher-forced: ``(mean negative log-likelihood, continuation is the greedy argmax)``.
+
+        Requests whose visual scores itself (V-NIAH cells) run in the order of its
+        ``longva_sort_key`` so that consecutive cells share one KV cache; results keep the order
+        of the requests.
+        """
+        results: list[tuple[float, bool] | None] = [None] * len(requests)
         start = len(self.failures)
-        for request in tqdm(requests, disable=self.rank != 0, desc="longva loglikelihood"):
-            context, doc_to_target, doc_to_visual, doc_id, task, split = request.args
-            continuation = doc_to_target if isinstance(doc_to_target, str) else doc_to_target(self._doc(task, split, doc_id))
+        prepared = []  # (sort key, index, visuals)
+        for index, request in enumerate(requests):
+            _, _, doc_to_visual, doc_id, task, split = request.args
             try:
                 visuals = self._visuals(doc_to_visual, task, split, doc_id)
-                scorer = next((v for v in visuals if hasattr(v, "longva_loglikelihood")), None)
-                if scorer is not None:  # the visual scores itself (V-NIAH: cached, resumable cells)
-                    results.append(scorer.longva_loglikelihood(self.model, self.processor, str(continuation)))
-                    continue
-                blocks = self._encode(visuals)
-                embeds = self._prompt_embeds([self._user_message(context, len(blocks))], blocks)
-                cont_ids = self.processor.tokenize(str(continuation))
-                if cont_ids.numel() == 0:
-                    raise SampleError(f"empty continuation {continuation!r}")
-                self.model.check_length(embeds.shape[1] + cont_ids.numel())
             except SampleError as exc:
                 self._record_failure(task, doc_id, exc)
-                results.append((float("inf"), False))
+                results[index] = (float("inf"), False)
                 continue
-            score = self.model.score_continuation(embeds, cont_ids, chunk_size=self.prefill_chunk_size)
-            results.append((score.nll_mean, score.greedy_match))
+            scorer = next((v for v in visuals if hasattr(v, "longva_loglikelihood")), None)
+            key = (1, scorer.longva_sort_key()) if hasattr(scorer, "longva_sort_key") else (0, (index,))
+            prepared.append((key, index, visuals))
+        prepared.sort(key=lambda item: item[:2])
+        for _, index, visuals in tqdm(prepared, disable=self.rank != 0, desc="longva loglikelihood"):
+            results[index] = self._loglikelihood_one(requests[index], visuals)
         self._report_failures("loglikelihood", start)
         return results
+
+    def _loglikelihood_one(self, request: Instance, visuals: list) -> tuple[float, bool]:
+        context, doc_to_target, _, doc_id, task, split = request.args
+        continuation = doc_to_target if isinstance(doc_to_target, str) else doc_to_target(self._doc(task, split, doc_id))
+        try:
+            scorer = next((v for v in visuals if hasattr(v, "longva_loglikelihood")), None)
+            if scorer is not None:  # the visual scores itself (V-NIAH: cached, resumable cells)
+                return scorer.longva_loglikelihood(self.model, self.processor, str(continuation),
+                                                   prefill_chunk_size=self.prefill_chunk_size,
+                                                   encode_chunk_size=self.encode_chunk_size)
+            blocks = self._encode(visuals)
+            embeds = self._prompt_embeds([self._user_message(context, len(blocks))], blocks)
+            cont_ids = self.processor.tokenize(str(continuation))
+            if cont_ids.numel() == 0:
+                raise SampleError(f"empty continuation {continuation!r}")
+            self.model.check_length(embeds.shape[1] + cont_ids.numel())
+        except SampleError as exc:
+            self._record_failure(task, doc_id, exc)
+            return float("inf"), False
+        score = self.model.score_continuation(embeds, cont_ids, chunk_size=self.prefill_chunk_size)
+        return score.nll_mean, score.greedy_match
 
     def generate_until_multi_round(self, requests: list[Instance]) -> list[list[str]]:
         """Multi-turn: each round's question is appended to the real conversation history."""

@@ -64,19 +64,27 @@ def model_fingerprint(model, processor=None) -> str:
 class EmbeddingCache:
     """Per-frame visual embeddings ``(T, D)`` under ``root/embeddings/``."""
 
-    def __init__(self, root: str | os.PathLike | None = None, memory_entries: int = 8192):
+    def __init__(self, root: str | os.PathLike | None = None, memory_bytes: int | None = None):
         self.root = Path(root) if root else default_cache_dir() / "vniah"
         self.hits = 0
         self.misses = 0
-        # Entries already read in this process (the grid revisits the same frames for every
-        # depth and needle); bounded, oldest dropped first.
+        # Entries already read in this process (the needles and the frames of recent cells), bounded
+        # in bytes ($LONGVA_VNIAH_MEMO_MB, default 256 MiB), oldest dropped first: the haystack's
+        # embeddings stay on disk and are loaded per cell range, never all held in memory.
         self._memory: dict[Path, torch.Tensor] = {}
-        self._memory_entries = memory_entries
+        self._memory_bytes = memory_bytes if memory_bytes is not None else int(
+            float(os.environ.get("LONGVA_VNIAH_MEMO_MB", "256")) * 2**20)
+        self._held = 0
 
     def _remember(self, path: Path, tensor: torch.Tensor) -> None:
-        if len(self._memory) >= self._memory_entries:
-            self._memory.pop(next(iter(self._memory)))
+        size = tensor.numel() * tensor.element_size()
+        if size > self._memory_bytes or path in self._memory:
+            return
+        while self._memory and self._held + size > self._memory_bytes:
+            old = self._memory.pop(next(iter(self._memory)))
+            self._held -= old.numel() * old.element_size()
         self._memory[path] = tensor
+        self._held += size
 
     def path(self, fingerprint: str, preprocessing: str, source: str, index) -> Path:
         key = cache_key(fingerprint, preprocessing, source, index)

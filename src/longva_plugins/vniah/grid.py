@@ -62,6 +62,12 @@ def insertion_index(depth: float, num_frames: int) -> int:
     return int(depth * num_frames)
 
 
+def cell_order_key(num_frames: int, depth: float, needle_index: int = 0) -> tuple:
+    """Order in which cells share the most of one KV cache: by insertion index first (the prefix
+    ``[system+user | haystack[:idx]]`` then only grows), then frames, depth, needle."""
+    return insertion_index(depth, num_frames), num_frames, depth, needle_index
+
+
 def layout(num_frames: int, depth: float) -> list[int | None]:
     """Frame order of one cell: haystack indices with ``None`` where the needle sits.
 
@@ -82,4 +88,5 @@ def env_settings() -> dict:
     }
 
 
-__all__ = ["GridSpec", "PAPER_DEPTHS", "PRESETS", "env_settings", "insertion_index", "layout", "parse_grid"]
+__all__ = ["GridSpec", "PAPER_DEPTHS", "PRESETS", "cell_order_key", "env_settings", "insertion_index", "layout",
+           "parse_grid"]

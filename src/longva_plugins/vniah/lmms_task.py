@@ -19,7 +19,7 @@ from pathlib import Path
 from longva_plugins.errors import SettingProblems
 from longva_plugins.fileio import atomic_output
 from longva_plugins.lmms_eval_compat import settings_checked
-from longva_plugins.vniah.grid import env_settings, layout, parse_grid
+from longva_plugins.vniah.grid import cell_order_key, env_settings, layout, parse_grid
 
 logger = logging.getLogger(__name__)
 
@@ -80,16 +80,24 @@ class VNIAHVisual(str):
         obj.doc = dict(doc)
         return obj
 
-    def _scorer(self, model, processor):
+    def _scorer(self, model, processor, **options):
         from longva_plugins.vniah.scoring import get_scorer
 
-        return get_scorer(model, processor, self.doc["haystack"], self.doc["needles"], _settings()["cache_dir"])
+        options = {k: v for k, v in options.items() if v is not None}
+        return get_scorer(model, processor, self.doc["haystack"], self.doc["needles"], _settings()["cache_dir"], **options)
 
-    def longva_embed(self, model, processor):
-        return self._scorer(model, processor).cell_block(self.doc["frames"], self.doc["depth"], self.doc["needle_index"])
+    def longva_sort_key(self) -> tuple:
+        """Requests sorted by this key share one KV cache best (insertion index first)."""
+        return cell_order_key(self.doc["frames"], self.doc["depth"], self.doc["needle_index"])
 
-    def longva_loglikelihood(self, model, processor, continuation: str):
-        record = self._scorer(model, processor).score(
+    def longva_embed(self, model, processor, **options):
+        return self._scorer(model, processor, **options).cell_block(self.doc["frames"], self.doc["depth"],
+                                                                    self.doc["needle_index"])
+
+    def longva_loglikelihood(self, model, processor, continuation: str, **options):
+        """``(nll_mean, correct)`` of the cell; ``options``: the adapter's ``prefill_chunk_size`` /
+        ``encode_chunk_size`` (``None`` keeps the scorer's defaults)."""
+        record = self._scorer(model, processor, **options).score(
             self.doc["frames"], self.doc["depth"], self.doc["needle_index"], answer=continuation
         )
         return record["nll_mean"], bool(record["correct"])

@@ -11,7 +11,6 @@ grows linearly with the number of frames.
 
 from __future__ import annotations
 
-import copy
 import logging
 import threading
 
@@ -29,6 +28,14 @@ logger = logging.getLogger(__name__)
 PRE_TEXT = chatml_turn("system", DEFAULT_SYSTEM) + chatml_open("user")
 POST_TEXT = CHATML_CLOSE + chatml_open("assistant")
 PREPROCESSING = "pad336-clip"
+
+
+def crop_to(cache, length: int) -> None:
+    """Cut a KV cache back to its first ``length`` tokens, in place (transformers 5's ``crop``
+    takes the negative number of tokens to drop)."""
+    extra = cache.get_seq_length() - length
+    if extra > 0:
+        cache.crop(-extra)
 
 
 class VNIAHScorer:
@@ -49,10 +56,11 @@ class VNIAHScorer:
         self.fingerprint = model_fingerprint(model, processor)
         self.scored = 0  # cells actually computed (not served from the store)
         self.reuse_prefix = True
-        # KV cache of [system+user prefix | haystack[:K]]: every cell's sequence up to its needle is
-        # a prefix of it (causal attention), so it is computed once and cropped per cell.
+        # The one KV cache of the grid: [system+user prefix | haystack[:K]]. Every cell's sequence up
+        # to its needle is a prefix of it (causal attention); see _prefix_to and score.
         self._prefix_cache = None
-        self._prefix_frames = -1
+        self._prefix_frames = 0
+        self._prefix_pre_len = 0
 
     # ------------------------------------------------------------------ embeddings
     @torch.no_grad()
@@ -60,19 +68,23 @@ class VNIAHScorer:
         pixels = self.processor.preprocess_frames(images, mode="pad")
         return self.model.encode_frames(pixels, chunk_size=self.encode_chunk_size)  # (m, T, D)
 
-    def haystack_embeds(self, num_frames: int) -> torch.Tensor:
-        """``(num_frames, T, D)`` embeddings of haystack frames 0..num_frames-1."""
+    def haystack_range(self, start: int, end: int) -> torch.Tensor:
+        """``(end - start, T, D)`` embeddings of haystack frames ``start .. end-1`` (from the cache)."""
         def compute(missing):
             # Only on a cache miss: a cached grid never decodes the haystack video again. Frames are
             # decoded and encoded a chunk at a time, so raw frames never pile up in memory.
-            self.haystack.check_length(num_frames)
+            self.haystack.check_length(end)
             step = max(1, self.encode_chunk_size) * 4
             return torch.cat([self._encode(self.haystack.frames(missing[i:i + step]))
                               for i in range(0, len(missing), step)])
 
         return self.cache.get_or_compute(
-            self.fingerprint, PREPROCESSING, self.haystack.identity, list(range(num_frames)), compute
+            self.fingerprint, PREPROCESSING, self.haystack.identity, list(range(start, end)), compute
         )
+
+    def haystack_embeds(self, num_frames: int) -> torch.Tensor:
+        """``(num_frames, T, D)`` embeddings of haystack frames 0..num_frames-1."""
+        return self.haystack_range(0, num_frames)
 
     def needle_embeds(self, needle_index: int) -> torch.Tensor:
         """``(1, T, D)`` embedding of one needle."""
@@ -104,24 +116,45 @@ class VNIAHScorer:
         embed = self.model.get_input_embeddings()
         return embed(self.processor.tokenize(text).to(embed.weight.device)).unsqueeze(0)  # (1, n, D)
 
-    def _prefix_kv(self, idx: int):
-        """A private copy of the KV cache of ``[prefix | haystack[:idx]]``."""
-        if self._prefix_cache is None or idx > self._prefix_frames:
-            frames = self.haystack_embeds(idx).reshape(-1, self.model.config.hidden_size)  # (idx*T, D)
-            pre = self._embed_text(PRE_TEXT)  # (1, P, D)
-            embeds = torch.cat([pre, frames.unsqueeze(0).to(pre.device, pre.dtype)], dim=1)  # (1, P+idx*T, D)
-            self._prefix_cache = self.model.prefill(embeds, chunk_size=self.prefill_chunk_size).past_key_values
+    def _prefix_to(self, idx: int):
+        """The one shared KV cache, set to ``[system+user prefix | haystack[:idx]]`` in place: cropped
+        when it holds more, extended by prefilling only the missing frames when it holds fewer."""
+        tokens = self.model.config.tokens_per_frame
+        if self._prefix_cache is None:
+            pre = self._embed_text(PRE_TEXT)
+            self._prefix_cache = self.model.prefill(pre, chunk_size=self.prefill_chunk_size).past_key_values
+            self._prefix_pre_len, self._prefix_frames = pre.shape[1], 0
+        if idx < self._prefix_frames:
+            crop_to(self._prefix_cache, self._prefix_pre_len + idx * tokens)
             self._prefix_frames = idx
-            self._prefix_pre_len = embeds.shape[1] - idx * self.model.config.tokens_per_frame
-        cache = copy.deepcopy(self._prefix_cache)
-        extra = cache.get_seq_length() - (self._prefix_pre_len + idx * self.model.config.tokens_per_frame)
-        if extra > 0:
-            cache.crop(-extra)  # transformers 5: a negative count of tokens to drop
-        return cache
+        step = max(1, (self.prefill_chunk_size or 8192) // tokens)  # frames per prefill chunk
+        for start in range(self._prefix_frames, idx, step):
+            end = min(idx, start + step)
+            frames = self.haystack_range(start, end).reshape(1, -1, self.model.config.hidden_size)  # (1, m*T, D)
+            self.model.prefill(frames, chunk_size=self.prefill_chunk_size, past_key_values=self._prefix_cache)
+            self._prefix_frames = end
+        return self._prefix_cache
+
+    def _tail_embeds(self, num_frames: int, idx: int, needle_index: int, question: str) -> torch.Tensor:
+        """``(1, L_tail, D)``: the needle, haystack[idx:num_frames], the question and the assistant header."""
+        hidden = self.model.config.hidden_size
+        parts = [self.needle_embeds(needle_index).reshape(1, -1, hidden)]
+        if num_frames > idx:
+            parts.append(self.haystack_range(idx, num_frames).reshape(1, -1, hidden))
+        text = [self._embed_text(question), self._embed_text(POST_TEXT)]
+        return torch.cat([p.to(text[0].device, text[0].dtype) for p in parts] + text, dim=1)
 
     @torch.no_grad()
     def score(self, num_frames: int, depth: float, needle_index: int, answer: str | None = None) -> dict:
-        """The cell's outcome (from the store when already computed)."""
+        """The cell's outcome (from the store when already computed).
+
+        With :attr:`reuse_prefix` (default) the cell runs on the one shared KV cache: it is set to
+        the cell's prefix (see :meth:`_prefix_to`), the tail and the answer are appended, and the
+        cache is cropped back in place -- no copy. Cells scored in insertion-index order grow the
+        prefix monotonically, so every haystack frame is prefilled once per grid
+        (:func:`~longva_plugins.vniah.grid.cell_order_key`; the ``longva`` adapter sorts V-NIAH
+        requests by it).
+        """
         needle = self.needles[needle_index]
         answer = needle.answer if answer is None else answer
         key = self.cell_key(num_frames, depth, needle_index)
@@ -131,14 +164,15 @@ class VNIAHScorer:
             return cached
         answer_ids = self.processor.tokenize(answer)
         idx = insertion_index(depth, num_frames)
-        if self.reuse_prefix and idx > 0:
-            frames = self.haystack_embeds(num_frames)
-            rest = torch.cat([self.needle_embeds(needle_index)[0], *frames[idx:num_frames]])  # ((n-idx+1)*T, D)
-            question = self._embed_text(needle.question)
-            tail = torch.cat([rest.unsqueeze(0).to(question.device, question.dtype), question,
-                              self._embed_text(POST_TEXT)], dim=1)
-            result = self.model.score_continuation(tail, answer_ids, chunk_size=self.prefill_chunk_size,
-                                                   past_key_values=self._prefix_kv(idx))
+        if self.reuse_prefix:
+            cache = self._prefix_to(idx)
+            tail = self._tail_embeds(num_frames, idx, needle_index, needle.question)
+            try:
+                result = self.model.score_continuation(tail, answer_ids, chunk_size=self.prefill_chunk_size,
+                                                       past_key_values=cache)
+            finally:
+                crop_to(cache, self._prefix_pre_len + idx * self.model.config.tokens_per_frame)
+            del tail
         else:
             prompt = self.prompt_embeds(self.cell_block(num_frames, depth, needle_index), needle.question)
             result = self.model.score_continuation(prompt, answer_ids, chunk_size=self.prefill_chunk_size)
@@ -151,6 +185,10 @@ class VNIAHScorer:
         self.scored += 1
         return record
 
+    def release(self) -> None:
+        """Drop the shared KV cache (the grid is done)."""
+        self._prefix_cache, self._prefix_frames = None, 0
+
 
 _SCORERS: dict = {}
 _LOCK = threading.Lock()
@@ -161,7 +199,7 @@ def get_scorer(model, processor, haystack_spec: str, needles_spec: str, cache_di
     from longva_plugins.vniah.haystack import resolve_haystack
     from longva_plugins.vniah.needles import resolve_needles
 
-    key = (id(model), haystack_spec, needles_spec, str(cache_dir))
+    key = (id(model), haystack_spec, needles_spec, str(cache_dir), tuple(sorted(kwargs.items())))
     with _LOCK:
         if key not in _SCORERS:
             needle_set_id, needles = resolve_needles(needles_spec)
