@@ -68,7 +68,7 @@ def cell_full(num_frames, vocab, setup_only=False, state=None):
 def _haystack_video(seconds: int) -> str:
     from bench_video_decode import make_video
 
-    return make_video(os.path.join(tempfile.gettempdir(), f"longva-bench-haystack-{seconds}s.mp4"), seconds, fps=10)
+    return make_video(os.path.join(tempfile.gettempdir(), f"longva-bench-haystack-{seconds}s.mp4"), seconds, gop=24)
 
 
 def grid_run(frames, use_cache, vocab, setup_only=False, state=None):

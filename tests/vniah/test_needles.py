@@ -79,3 +79,24 @@ def test_video_haystack_samples_one_fps_as_the_original(tmp_path):
     np.testing.assert_array_equal(haystack.frames([1, 3]), np.stack([every[30], every[90]]))
     with pytest.raises(SettingError, match="asks for 5 frames"):
         haystack.check_length(5)
+
+
+def test_a_local_snapshot_of_the_hub_needle_set_loads(tmp_path):
+    """lmms-lab/v_niah_needles as `hf download` lays it out: data/test-*.parquet with an image column."""
+    import datasets
+
+    images = []
+    for colour in (10, 240):
+        path = tmp_path / f"{colour}.png"
+        _image(path, colour)
+        images.append(str(path))
+    features = datasets.Features({"image": datasets.Image(), "question": datasets.Value("string"),
+                                  "answer": datasets.Value("string")})
+    table = datasets.Dataset.from_dict({"image": images, "question": ["\nq1", "\nq2"], "answer": ["a1", "a2"]},
+                                       features=features)
+    snapshot = tmp_path / "v_niah_needles"
+    (snapshot / "data").mkdir(parents=True)
+    table.to_parquet(str(snapshot / "data" / "test-00000-of-00001.parquet"))
+    _, needles = resolve_needles(str(snapshot))
+    assert [n.answer for n in needles] == ["a1", "a2"] and [n.question for n in needles] == ["\nq1", "\nq2"]
+    assert int(needles[1].image[0, 0, 0]) == 240

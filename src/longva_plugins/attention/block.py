@@ -72,6 +72,15 @@ def _tile_scores(qt, kt, q0, q1, k0, k1, causal, offset, key_padding):
     return scores
 
 
+def _shapes(q, k, softmax_scale, tile):
+    """``(b, h, lq, d, hk, lk, scale, acc, tile, offset)`` of a kernel call, heads checked."""
+    b, h, lq, d = q.shape
+    hk, lk = k.shape[1], k.shape[2]
+    check_heads(h, hk)
+    scale = softmax_scale if softmax_scale is not None else d ** -0.5
+    return b, h, lq, d, hk, lk, scale, acc_dtype(q.dtype), tile or default_tile(), lk - lq
+
+
 def block_attention(q, k, v, causal: bool, softmax_scale: float | None = None, key_padding=None,
                     tile: int | None = None):
     """Attention of one query block over one key/value block, tile by tile.
@@ -84,13 +93,7 @@ def block_attention(q, k, v, causal: bool, softmax_scale: float | None = None, k
         ``out (B, H, Lq, D)`` in the accumulation dtype and ``lse (B, H, Lq)`` (``-inf`` and a zero
         output for rows that see no key).
     """
-    b, h, lq, d = q.shape
-    hk, lk = k.shape[1], k.shape[2]
-    check_heads(h, hk)
-    scale = softmax_scale if softmax_scale is not None else d ** -0.5
-    acc = acc_dtype(q.dtype)
-    tile = tile or default_tile()
-    offset = lk - lq
+    b, h, lq, d, hk, lk, scale, acc, tile, offset = _shapes(q, k, softmax_scale, tile)
     qg = _grouped(q, hk)
     out = torch.zeros(b, hk, h // hk, lq, d, dtype=acc, device=q.device)
     lse = torch.full((b, hk, h // hk, lq), float("-inf"), dtype=acc, device=q.device)
@@ -125,13 +128,7 @@ def block_attention_backward(dout, q, k, v, out, lse, causal: bool, softmax_scal
 
     Returns ``dq (B, H, Lq, D)``, ``dk, dv (B, Hk, Lk, D)`` in the accumulation dtype.
     """
-    b, h, lq, d = q.shape
-    hk, lk = k.shape[1], k.shape[2]
-    check_heads(h, hk)
-    scale = softmax_scale if softmax_scale is not None else d ** -0.5
-    acc = acc_dtype(q.dtype)
-    tile = tile or default_tile()
-    offset = lk - lq
+    b, h, lq, d, hk, lk, scale, acc, tile, offset = _shapes(q, k, softmax_scale, tile)
     qg, dog = _grouped(q, hk), _grouped(dout, hk)
     lseg = lse.reshape(b, hk, h // hk, lq).to(acc)
     delta = (dog.to(acc) * _grouped(out, hk).to(acc)).sum(-1)  # (B, Hk, G, Lq)

@@ -264,6 +264,12 @@ def never_raises(task: str):
     return decorate
 
 
+@never_raises("missing_videos")
+def missing_videos(items, args=None) -> int:
+    """The ``*_missing_videos`` metric: questions whose video was missing or unreadable (scored wrong)."""
+    return failure_report(items)["missing_videos"]
+
+
 __all__ = [
     "ANSWER_EXTRACTION_ENV",
     "ANSWER_EXTRACTION_MODES",
@@ -275,6 +281,7 @@ __all__ = [
     "hf_home",
     "load_annotations",
     "log_failures",
+    "missing_videos",
     "media_root",
     "never_raises",
     "require_columns",

@@ -29,6 +29,7 @@ from longva_plugins.task_utils.common import (
     load_annotations,
     log_failures,
     media_root,
+    missing_videos,
     never_raises,
     require_columns,
     video_problem,
@@ -128,10 +129,8 @@ def mlvu_aggregate(items, args=None) -> float:
     return summary["m_avg"]
 
 
-@never_raises("longva_mlvu_dev")
-def mlvu_missing_videos(items, args=None) -> int:
-    """How many questions' videos were missing or unreadable (scored as wrong)."""
-    return failure_report(items)["missing_videos"]
+
+mlvu_missing_videos = missing_videos
 
 
 __all__ = [

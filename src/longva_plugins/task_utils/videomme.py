@@ -32,6 +32,7 @@ from longva_plugins.task_utils.common import (
     side_output_dir,
     write_breakdown,
     media_root,
+    missing_videos,
     never_raises,
     require_columns,
     video_problem,
@@ -287,11 +288,7 @@ def videomme_aggregate(items, args=None) -> float:
     return summary["overall"]
 
 
-@never_raises("longva_videomme")
-def videomme_missing_videos(items, args=None) -> int:
-    """How many questions' videos were missing or unreadable (scored as wrong)."""
-    return failure_report(items)["missing_videos"]
-
+videomme_missing_videos = missing_videos
 
 
 __all__ = [

@@ -142,11 +142,10 @@ def load_needle_folder(folder: str | os.PathLike) -> list[Needle]:
         rows = [json.loads(line) for line in (root / "needles.jsonl").read_text().splitlines() if line.strip()]
     elif (root / "needles.json").is_file():
         rows = json.loads((root / "needles.json").read_text())
-    elif list(root.glob("*.parquet")):
+    elif parquet := sorted(root.rglob("*.parquet")):  # a hub snapshot keeps them under data/
         import datasets
 
-        rows = list(datasets.load_dataset("parquet", data_files=[str(p) for p in sorted(root.glob("*.parquet"))],
-                                          split="train"))
+        rows = list(datasets.load_dataset("parquet", data_files=[str(p) for p in parquet], split="train"))
     else:
         raise DataError(
             f"LONGVA_VNIAH_NEEDLES={root}: no dataset.json (the original's layout), needles.jsonl, needles.json "
