@@ -25,7 +25,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "longva_plugins.builtin_tasks",
     "longva_plugins.video.builtin",
     "longva_plugins.vniah.builtin",
-    "longva_plugins.attention.builtin",
+    "longva_plugins.builtin_attention",
     "longva_plugins.training.builtin",
 )
 

@@ -1,4 +1,9 @@
-"""Built-in attention plugin: block kernels for the ring (tiled torch; flash-attn on CUDA)."""
+"""Built-in attention plugin: block kernels for the ring (tiled torch; flash-attn on CUDA).
+
+It lives outside :mod:`longva_plugins.attention` so that building the plugin manager (which every
+video read does) does not import that package, whose import registers the attention names in
+transformers and so imports transformers' modeling stack (seconds).
+"""
 
 from __future__ import annotations
 
