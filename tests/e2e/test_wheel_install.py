@@ -86,3 +86,16 @@ def test_lmms_eval_runs_package_and_plugin_tasks_from_the_wheel(fresh_env, tmp_p
     assert {"vniah", "longva_example_qa"} <= set(results["results"])
     samples = glob.glob(str(out_dir / "**" / "*_samples_longva_example_qa.jsonl"), recursive=True)
     assert samples and Path(samples[0]).read_text().strip(), "no logged sample for the plugin task"
+
+
+def test_wheel_bounds_the_filelock_release_that_breaks_lmms_eval(fresh_env):
+    """pip installing the wheel into an environment with filelock 4.3.x must downgrade it: the
+    wheel's metadata carries the bound (lmms-eval 0.7.3 imports filelock._api, gone in 4.3)."""
+    import zipfile
+
+    _, _, wheels = fresh_env
+    ours = next(w for w in wheels if w.name.startswith("longva_plugins-"))
+    with zipfile.ZipFile(ours) as archive:
+        metadata = archive.read(next(n for n in archive.namelist() if n.endswith(".dist-info/METADATA"))).decode()
+    requirement = next(line for line in metadata.splitlines() if line.startswith("Requires-Dist: filelock"))
+    assert "<4.3" in requirement, requirement

@@ -54,3 +54,10 @@ def test_files_are_written_as_the_original_writes_them(tmp_path):
     assert text == json.dumps(scores, indent=4) and '\n    {\n        "Num. Frame"' in text
     expected = sum(s["Score"] for s in scores) / len(scores)
     assert (tmp_path / "avg_accuracy.txt").read_text() == f"Average Accuracy: {expected}\n"
+
+
+def test_frame_ticks_follow_the_original_where_they_can():
+    from longva_plugins.vniah.plot import frame_tick
+
+    assert [frame_tick(f) for f in (200, 1000, 3000)] == ["0.2K", "1.0K", "3.0K"]
+    assert [frame_tick(f) for f in (4, 16, 250)] == ["4", "16", "250"]

@@ -36,8 +36,9 @@ def write_all_accuracies(scores: list[dict], out_dir: str | os.PathLike) -> Path
 
 
 def frame_tick(frames: int) -> str:
-    """The original's frame tick labels: ``"1.0K"`` for 1000 frames, ``"0.2K"`` for 200."""
-    return f"{frames / 1000:.1f}K"
+    """The original's frame tick labels: ``"1.0K"`` for 1000 frames, ``"0.2K"`` for 200 (its grid
+    steps by 200). Counts that are not multiples of 100 would all read "0.0K": they stay numbers."""
+    return f"{frames / 1000:.1f}K" if frames % 100 == 0 else str(frames)
 
 
 def plot_heatmap(scores: list[dict], path: str | os.PathLike, title: str = "V-NIAH",
