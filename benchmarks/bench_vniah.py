@@ -17,7 +17,6 @@ import argparse
 import os
 import sys
 import tempfile
-import time
 
 sys.path.insert(0, os.path.dirname(__file__))
 from _measure import measure  # noqa: E402

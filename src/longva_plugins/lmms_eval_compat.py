@@ -44,7 +44,6 @@ import logging
 import numbers
 import os
 import sys
-from pathlib import Path
 
 logger = logging.getLogger(__name__)
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 from e2e_utils import offline_env, read_results, read_samples, run_lmms_eval

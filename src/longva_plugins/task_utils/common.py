@@ -252,7 +252,7 @@ def never_raises(task: str):
         def wrapper(items, args=None):
             try:
                 return func(items, args=args)
-            except Exception as exc:
+            except Exception:
                 logger.exception(
                     "%s: aggregation failed; per-sample results are in the samples file (--log_samples)",
                     task,

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import importlib.util
 
-import numpy as np
 
 from longva_plugins.errors import VideoDecodeError
 from longva_plugins.hookspecs import hookimpl
