@@ -48,3 +48,30 @@ def test_mlvu_scores_equal_the_builtin_per_sample(answer, tmp_path, monkeypatch)
         theirs = builtin.mlvu_process_results(doc, [response])["mlvu_percetion_score"]
         assert ours["pred_answer"] == theirs["pred_answer"], response
         assert ours["score"] == float(theirs["pred_answer"] == theirs["answer"]), response
+
+
+TRICKY_QUESTIONS = [
+    ("What colour is the car?", ["A. Blue.", "B. Red.", "C. Green.", "D. Yellow."]),
+    ("Which of these is\nshown first?", ["A. A cat", "B. A dog  ", "C. 'quoted' text", "D. émoji 🎬"]),
+    ("  Leading spaces?", ["A.1", "B.2", "C.3", "D.4"]),
+    ("How many people appear in the video? Count carefully.", ["A. 0", "B. 1", "C. 2", "D. More than 2"]),
+]
+
+
+@pytest.mark.parametrize("question,options", TRICKY_QUESTIONS)
+@pytest.mark.parametrize("kwargs", [{"pre_prompt": "", "post_prompt": "\nAnswer with the option's letter from the given choices directly."},
+                                    {"pre_prompt": "PRE ", "post_prompt": "The best answer is:"}, {}])
+def test_videomme_prompt_is_byte_identical_to_the_builtin(question, options, kwargs):
+    from lmms_eval.tasks.videomme import utils as builtin
+
+    doc = {**videomme_row(1), "question": question, "options": options}
+    assert videomme.videomme_doc_to_text(doc, kwargs) == builtin.videomme_doc_to_text(doc, kwargs)
+
+
+@pytest.mark.parametrize("question,options", TRICKY_QUESTIONS)
+@pytest.mark.parametrize("kwargs", [None, {"pre_prompt": "", "post_prompt": "\nOnly give the best option.\nBest option: ("}])
+def test_mlvu_prompt_is_byte_identical_to_the_builtin(question, options, kwargs):
+    from lmms_eval.tasks.mlvu import utils as builtin
+
+    doc = {**mlvu_row(1), "question": question + "\n" + "\n".join(options)}
+    assert mlvu.mlvu_doc_to_text(doc, kwargs) == builtin.mlvu_doc_to_text(doc, kwargs)

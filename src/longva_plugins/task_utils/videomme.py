@@ -133,9 +133,10 @@ def _question_with_options(doc) -> str:
 
 def videomme_doc_to_text(doc, lmms_eval_specific_kwargs=None) -> str:
     """Option prompt, question, options one a line, post prompt (the built-in ``videomme`` text)."""
+    # As the built-in: ``post_prompt`` (default "The best answer is:"); ``pre_prompt`` is not used.
     kwargs = lmms_eval_specific_kwargs or {}
     post_prompt = kwargs.get("post_prompt", SUBTITLE_POST_PROMPT)
-    return f"{kwargs.get('pre_prompt', '')}{OPTION_PROMPT}\n{_question_with_options(doc)}\n{post_prompt}"
+    return f"{OPTION_PROMPT}\n{_question_with_options(doc)}\n{post_prompt}"
 
 
 def parse_srt(path: Path) -> list[tuple[float, float, str]]:
