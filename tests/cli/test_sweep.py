@@ -103,42 +103,15 @@ def test_a_failed_frame_count_is_reported_and_the_others_still_drawn(tmp_path, m
         return subprocess.CompletedProcess(cmd, 0)
 
     monkeypatch.setattr(sweep.subprocess, "run", fake_run)
-    assert (
-        main(
-            [
-                "sweep",
-                "--task",
-                TASK,
-                "--frames",
-                "8,16",
-                "--pretrained",
-                "/ckpt",
-                "--output-path",
-                str(tmp_path),
-            ]
-        )
-        == 1
-    )
+    argv = ["sweep", "--task", TASK, "--frames", "8,16", "--pretrained", "/ckpt", "--output-path", str(tmp_path)]
+    assert main(argv) == 1
     assert calls == [8, 16]
     out = capsys.readouterr().out
     assert "lmms-eval failed at 16 frames" in out and "out of memory" in out and "failed frame counts: 16" in out
     assert (tmp_path / "sweep.md").read_text().count("| 8 | 45.00 |") == 1
     # --resume skips the finished count and retries only the failed one
     calls.clear()
-    main(
-        [
-            "sweep",
-            "--task",
-            TASK,
-            "--frames",
-            "8,16",
-            "--pretrained",
-            "/ckpt",
-            "--output-path",
-            str(tmp_path),
-            "--resume",
-        ]
-    )
+    main(argv + ["--resume"])
     assert calls == [16]
 
 

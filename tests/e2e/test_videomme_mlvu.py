@@ -6,10 +6,14 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from e2e_media import write_video
 from e2e_utils import offline_env, read_results, read_samples, run_lmms_eval
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "task_utils"))
+from videobench_data import videomme_row  # noqa: E402  (the official Video-MME column schema, once)
 
 pytestmark = pytest.mark.slow
 
@@ -33,21 +37,8 @@ def data(tmp_path_factory):
     ):
         if i != 2:  # vid2 is deliberately missing
             write_video(videos / f"vid{i}.mp4", num_frames=8, seed=i)
-        rows.append(
-            {
-                "video_id": f"{i:03d}",
-                "duration": duration,
-                "domain": domain,
-                "sub_category": "Humanity & History",
-                "url": "https://www.youtube.com/watch?v=x",
-                "videoID": f"vid{i}",
-                "question_id": f"{i:03d}-1",
-                "task_type": task_type,
-                "question": "What is shown?",
-                "options": ["A. A bar.", "B. A dog.", "C. A car.", "D. A tree."],
-                "answer": "A",
-            }
-        )
+        rows.append({**videomme_row(i, duration, domain, task_type), "question": "What is shown?",
+                     "options": ["A. A bar.", "B. A dog.", "C. A car.", "D. A tree."], "answer": "A"})
     (root / "videomme.json").write_text("\n".join(json.dumps(r) for r in rows))
     (root / "mlvu" / "needle").mkdir(parents=True)
     write_video(root / "mlvu" / "needle" / "m0.mp4", num_frames=8, seed=5)

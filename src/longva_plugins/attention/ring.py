@@ -36,17 +36,10 @@ def ring_attention_func(q, k, v, causal: bool = True, softmax_scale: float | Non
     Returns:
         ``(out (B, H, L_local, D), lse (B, H, L_local))``; differentiable in q, k, v.
     """
-    _refuse_sharded_padding(key_padding, group)
+    from longva_plugins.attention.transformers_integration import refuse_sharded_padding
+
+    refuse_sharded_padding(key_padding, group)
     return RingAttentionFunction.apply(q, k, v, _PLANS[causal], softmax_scale, group, kernel, key_padding)
-
-
-def _refuse_sharded_padding(key_padding, group) -> None:
-    from longva_plugins.attention.transformers_integration import group_size
-
-    if key_padding is not None and group_size(group) > 1:
-        from longva_plugins.errors import ConfigError
-
-        raise ConfigError("key padding inside a sequence-parallel batch is not supported; shard unpadded sequences")
 
 
 __all__ = ["ring_attention_func", "ring_plan"]

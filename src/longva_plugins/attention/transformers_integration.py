@@ -44,6 +44,14 @@ def group_size(group) -> int:
     return dist.get_world_size(group)
 
 
+def refuse_sharded_padding(key_padding, group) -> None:
+    """Key padding is supported in one process only; with a group of several ranks it is refused."""
+    if key_padding is not None and group_size(group) > 1:
+        from longva_plugins.errors import ConfigError
+
+        raise ConfigError("key padding inside a sequence-parallel batch is not supported; shard unpadded sequences")
+
+
 def check_across_ranks(query, key, value, group, padded: bool) -> None:
     """All-gather a few numbers describing this rank's call and raise, on every rank, when they
     differ (a mismatch would otherwise end in a gloo/NCCL error or a hang)."""
@@ -140,5 +148,5 @@ def register() -> None:
     AttentionMaskInterface.register(RING, key_padding_mask)
 
 
-__all__ = ["RING", "ZIGZAG", "check_across_ranks", "decode_attention", "group_size", "key_padding_mask", "register",
-           "set_sequence_parallel_group"]
+__all__ = ["RING", "ZIGZAG", "check_across_ranks", "decode_attention", "group_size", "key_padding_mask",
+           "refuse_sharded_padding", "register", "set_sequence_parallel_group"]

@@ -34,13 +34,13 @@ def zigzag_ring_attention_func(q, k, v, causal: bool = True, softmax_scale: floa
     Returns:
         ``(out (B, H, L_local, D), lse (B, H, L_local))``; differentiable in q, k, v.
     """
-    from longva_plugins.attention.ring import _refuse_sharded_padding, ring_attention_func
-    from longva_plugins.attention.transformers_integration import group_size
+    from longva_plugins.attention.ring import ring_attention_func
+    from longva_plugins.attention.transformers_integration import group_size, refuse_sharded_padding
 
     if not causal:
         return ring_attention_func(q, k, v, causal=False, softmax_scale=softmax_scale, group=group, kernel=kernel,
                                    key_padding=key_padding)
-    _refuse_sharded_padding(key_padding, group)
+    refuse_sharded_padding(key_padding, group)
     if group_size(group) > 1 and q.shape[2] % 2:
         from longva_plugins.errors import ConfigError
 
