@@ -121,3 +121,22 @@ def test_heads_not_divisible_by_kv_heads_is_a_clear_error():
     q, k, v, _ = make_inputs(0, 1, 5, 2, 4, 8)
     with pytest.raises(ConfigError, match="5 query heads are not a multiple of 2"):
         block_attention(q, k, v, causal=True)
+
+
+@pytest.mark.parametrize("heads,kv_heads,length,tile", [(4, 4, 8, 8), (4, 2, 11, 4), (2, 1, 6, 16)])
+def test_kernel_leaves_inputs_untouched_and_accumulates_into_views(heads, kv_heads, length, tile):
+    """Tiles may be views of the inputs (one head per group, one tile): nothing is scaled in
+    place; gradients added into ``grads`` views equal the freshly allocated ones plus the start."""
+    q, k, v, dout = make_inputs(5, 2, heads, kv_heads, length, 8)
+    before = [t.clone() for t in (q, k, v, dout)]
+    out, lse = block_attention(q, k, v, causal=True, tile=tile)
+    fresh = block_attention_backward(dout, q, k, v, out, lse, causal=True, tile=tile)
+    for got, want in zip((q, k, v, dout), before):
+        assert torch.equal(got, want)
+    # accumulate into the second half of bigger buffers that already hold ones
+    bufs = [torch.ones(t.shape[0], t.shape[1], 2 * t.shape[2], t.shape[3], dtype=t.dtype) for t in (q, k, v)]
+    views = tuple(b[:, :, t.shape[2]:] for b, t in zip(bufs, (q, k, v)))
+    block_attention_backward(dout, q, k, v, out, lse, causal=True, tile=tile, grads=views)
+    for buf, grad, t in zip(bufs, fresh, (q, k, v)):
+        assert torch.equal(buf[:, :, :t.shape[2]], torch.ones_like(grad))
+        torch.testing.assert_close(buf[:, :, t.shape[2]:], grad + 1, atol=1e-12, rtol=0)

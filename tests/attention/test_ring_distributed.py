@@ -27,13 +27,22 @@ CONFIGS = [  # (variant, dtype, heads, kv_heads, length)
     ("zigzag", torch.float32, 6, 2, 32),
     ("zigzag", torch.bfloat16, 4, 2, 16),
     ("zigzag", torch.float64, 4, 2, 13),  # needs padding
+    ("zigzag-bl", torch.float64, 4, 2, 16),  # q/k/v as transformers passes them: views of (B, L, H, D)
+    ("ring-bl", torch.float32, 4, 2, 16),
 ]
+
+
+def _heads_view(t):
+    """The same values as a ``(B, H, L, D)`` view of ``(B, L, H, D)`` storage (not contiguous)."""
+    view = t.transpose(1, 2).contiguous().transpose(1, 2)
+    assert not view.is_contiguous()
+    return view
 
 
 def _shard(x, variant, world, rank):
     from longva_plugins.attention.sequence_parallel import contiguous_split, zigzag_split
 
-    return (zigzag_split if variant == "zigzag" else contiguous_split)(x, world, rank, dim=2)
+    return (zigzag_split if variant.startswith("zigzag") else contiguous_split)(x, world, rank, dim=2)
 
 
 def _run_config(cfg_index, variant, dtype, heads, kv_heads, length, group, world, rank, out_dir, tag):
@@ -49,8 +58,9 @@ def _run_config(cfg_index, variant, dtype, heads, kv_heads, length, group, world
     lq, lk, lv, ldout = local
     for t in (lq, lk, lv):
         t.requires_grad_()
-    func = zigzag_ring_attention_func if variant == "zigzag" else ring_attention_func
-    out, lse = func(lq, lk, lv, causal=True, group=group)
+    func = zigzag_ring_attention_func if variant.startswith("zigzag") else ring_attention_func
+    inputs = [_heads_view(t) for t in (lq, lk, lv)] if variant.endswith("-bl") else (lq, lk, lv)
+    out, lse = func(*inputs, causal=True, group=group)
     out.backward(ldout)
     torch.save({"out": out.detach().double(), "lse": lse.detach().double(), "dq": lq.grad.double(),
                 "dk": lk.grad.double(), "dv": lv.grad.double()}, os.path.join(out_dir, f"{tag}_{cfg_index}_{rank}.pt"))
@@ -86,7 +96,7 @@ def _assemble(out_dir, tag, index, variant, world):
     result = {}
     for key in ("out", "lse", "dq", "dk", "dv"):
         shards = [p[key] for p in parts]
-        result[key] = zigzag_unshard(shards, dim=2) if variant == "zigzag" else torch.cat(shards, dim=2)
+        result[key] = zigzag_unshard(shards, dim=2) if variant.startswith("zigzag") else torch.cat(shards, dim=2)
     return result
 
 

@@ -32,6 +32,7 @@ class RingComm:
         self.prev_global = ranks[(self.rank - 1) % self.world_size]
         self._requests = []
         self._buffers: list[torch.Tensor] = []
+        self._sending: list[torch.Tensor] = []
 
     def start(self, tensors: list[torch.Tensor]) -> None:
         if self._requests:
@@ -39,15 +40,19 @@ class RingComm:
         if self._single or self.world_size == 1:
             self._buffers = [t.clone() for t in tensors]
             return
-        self._buffers = [torch.empty_like(t) for t in tensors]
-        ops = [dist.P2POp(dist.isend, t.contiguous(), self.next_global, self.group) for t in tensors]
+        # Backends take contiguous tensors only; attention K/V are often transposed views
+        # (projection output viewed as heads), so send contiguous copies and receive into
+        # contiguous buffers, both kept alive until wait().
+        self._sending = [t.contiguous() for t in tensors]
+        self._buffers = [torch.empty(t.shape, dtype=t.dtype, device=t.device) for t in tensors]
+        ops = [dist.P2POp(dist.isend, t, self.next_global, self.group) for t in self._sending]
         ops += [dist.P2POp(dist.irecv, b, self.prev_global, self.group) for b in self._buffers]
         self._requests = dist.batch_isend_irecv(ops)
 
     def wait(self) -> list[torch.Tensor]:
         for request in self._requests:
             request.wait()
-        self._requests = []
+        self._requests, self._sending = [], []
         received, self._buffers = self._buffers, []
         return received
 

@@ -13,7 +13,7 @@ from typing import Callable
 
 import torch
 
-from longva_plugins.attention.block import TORCH_KERNEL, AttentionKernel, acc_dtype, merge_partial
+from longva_plugins.attention.block import TORCH_KERNEL, AttentionKernel, acc_dtype, merge_partial, output_buffer
 from longva_plugins.attention.comm import RingComm
 
 #: plan(rank, src, world, q_len, k_len) -> list of (q_slice, k_slice, causal)
@@ -45,7 +45,7 @@ def ring_forward(q, k, v, plan: Plan, softmax_scale, group, kernel: AttentionKer
         extra = {"key_padding": key_padding} if key_padding is not None else {}
         out, lse = kernel.forward(q, k, v, causal, softmax_scale, **extra)
         return out.to(acc), lse.to(acc)
-    out = torch.zeros(b, h, lq, d, dtype=acc, device=q.device)
+    out = output_buffer(b, h, lq, d, acc, q.device)
     lse = torch.full((b, h, lq), float("-inf"), dtype=acc, device=q.device)
     cur_k, cur_v = k, v
     for step in range(world):
@@ -54,8 +54,7 @@ def ring_forward(q, k, v, plan: Plan, softmax_scale, group, kernel: AttentionKer
         src = (rank - step) % world
         for q_sl, k_sl, causal in plan(rank, src, world, lq, cur_k.shape[2]):
             block_out, block_lse = kernel.forward(q[:, :, q_sl], cur_k[:, :, k_sl], cur_v[:, :, k_sl], causal, softmax_scale)
-            block_out, block_lse = block_out.to(acc), block_lse.to(acc)
-            out[:, :, q_sl], lse[:, :, q_sl] = merge_partial(out[:, :, q_sl], lse[:, :, q_sl], block_out, block_lse)
+            merge_partial(out[:, :, q_sl], lse[:, :, q_sl], block_out.to(acc), block_lse.to(acc), inplace=True)
         if step + 1 < world:
             cur_k, cur_v = comm.wait()
     return out, lse
@@ -85,13 +84,11 @@ def ring_backward(dout, q, k, v, out, lse, plan: Plan, softmax_scale, group, ker
         block_dk = torch.zeros(k.shape, dtype=acc, device=k.device)
         block_dv = torch.zeros(v.shape, dtype=acc, device=v.device)
         for q_sl, k_sl, causal in plan(rank, src, world, q.shape[2], cur_k.shape[2]):
-            bdq, bdk, bdv = kernel.backward(
+            kernel.backward_add(
+                (dq[:, :, q_sl], block_dk[:, :, k_sl], block_dv[:, :, k_sl]),
                 dout[:, :, q_sl], q[:, :, q_sl], cur_k[:, :, k_sl], cur_v[:, :, k_sl],
                 out[:, :, q_sl], lse[:, :, q_sl], causal, softmax_scale,
             )
-            dq[:, :, q_sl] += bdq.to(acc)
-            block_dk[:, :, k_sl] += bdk.to(acc)
-            block_dv[:, :, k_sl] += bdv.to(acc)
         if step:  # the accumulator of this block, from the previous rank (sent during our compute)
             travel_dk, travel_dv = grad_comm.wait()
             block_dk += travel_dk
