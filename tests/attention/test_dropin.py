@@ -62,17 +62,25 @@ def test_left_padded_batch_equals_each_row_alone(name):
 WORLD = 2
 
 
+def _decode_inputs():
+    gen = torch.Generator().manual_seed(11)
+    q = torch.randn(2, 4, 1, 8, generator=gen, dtype=torch.float64)
+    k = torch.randn(2, 2, 30, 8, generator=gen, dtype=torch.float64)
+    v = torch.randn(2, 2, 30, 8, generator=gen, dtype=torch.float64)
+    return q, k, v
+
+
 def _decode_worker(rank, store, out_dir):
-    from longva_plugins.attention.transformers_integration import decode_attention
+    from longva_plugins.attention.sharded_kv import sharded_kv_attention
 
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=WORLD)
     try:
-        gen = torch.Generator().manual_seed(11)
-        q = torch.randn(2, 4, 1, 8, generator=gen, dtype=torch.float64)
-        k = torch.randn(2, 2, 30, 8, generator=gen, dtype=torch.float64)
-        v = torch.randn(2, 2, 30, 8, generator=gen, dtype=torch.float64)
-        shard = slice(0, 17) if rank == 0 else slice(17, 30)  # uneven KV shards
-        out = decode_attention(q, k[:, :, shard], v[:, :, shard], None, None)
+        q, k, v = _decode_inputs()
+        history = slice(0, 17) if rank == 0 else slice(17, 29)  # uneven history shares
+        # what a ShardedKVCache hands the attention: this rank's history, then the new token
+        local_k = torch.cat([k[:, :, history], k[:, :, 29:]], dim=2)
+        local_v = torch.cat([v[:, :, history], v[:, :, 29:]], dim=2)
+        out = sharded_kv_attention(q, local_k, local_v, None, None)
         torch.save(out, os.path.join(out_dir, f"decode_{rank}.pt"))
     finally:
         dist.destroy_process_group()
@@ -83,10 +91,7 @@ def test_decode_step_over_two_kv_shards_equals_one_process(tmp_path):
     from longva_plugins.attention.block import block_attention
 
     mp.spawn(_decode_worker, args=(str(tmp_path / "store"), str(tmp_path)), nprocs=WORLD, join=True)
-    gen = torch.Generator().manual_seed(11)
-    q = torch.randn(2, 4, 1, 8, generator=gen, dtype=torch.float64)
-    k = torch.randn(2, 2, 30, 8, generator=gen, dtype=torch.float64)
-    v = torch.randn(2, 2, 30, 8, generator=gen, dtype=torch.float64)
+    q, k, v = _decode_inputs()
     expected, _ = block_attention(q, k, v, causal=True)
     for rank in range(WORLD):
         torch.testing.assert_close(torch.load(tmp_path / f"decode_{rank}.pt"), expected, atol=1e-12, rtol=0)

@@ -9,10 +9,10 @@ After :func:`register` (run on import of :mod:`longva_plugins.attention`), a mod
   prefill and decode steps over a KV cache, so the model can ``generate``;
 - **with a group of W > 1 ranks**: each rank feeds its shard of the sequence (zigzag or
   contiguous, with the matching ``position_ids``; see :func:`.sequence_parallel.shard_batch`) and
-  K/V travel round the ring. A decode step (fewer local queries than local keys: the new tokens,
-  replicated on every rank, against each rank's KV shard) attends over every shard: each rank
-  computes its partial attention, the partial outputs and log-sum-exps are all-gathered and
-  merged. Padding inside a sharded batch is refused before any compute. Shapes, dtypes, devices
+  K/V travel round the ring. A call over a KV cache (fewer queries than keys: new tokens,
+  replicated on every rank, after this rank's share of the history in a
+  :class:`.sharded_kv.ShardedKVCache`) attends over every rank's share: partial outputs and
+  log-sum-exps are all-gathered and merged (the ``longva_sharded_kv`` name does only this). Padding inside a sharded batch is refused before any compute. Shapes, dtypes, devices
   and head counts are compared across ranks first, so a mismatch is an error on every rank, not
   a hang.
 
@@ -80,32 +80,6 @@ def check_across_ranks(query, key, value, group, padded: bool) -> None:
                           "of unpadded sequences (pack the batch, or use batch size 1 with pad_to_multiple)")
 
 
-def decode_attention(query, key, value, softmax_scale, group):
-    """New tokens (replicated on every rank) against the KV shards of all ranks: each rank's
-    partial attention over its shard, all-gathered and merged by log-sum-exp. Returns
-    ``(B, H, Lq, D)`` in the query dtype. Causal order within the new tokens is respected only
-    for a single token (the decode step); several new tokens must be prefilled instead."""
-    import torch.distributed as dist
-
-    from longva_plugins.attention.block import block_attention, merge_partial
-
-    if query.shape[2] != 1:
-        from longva_plugins.errors import ConfigError
-
-        raise ConfigError(f"a sequence-parallel decode step takes one new token per rank; got {query.shape[2]} "
-                          "(prefill longer inputs sharded with shard_batch)")
-    out, lse = block_attention(query, key, value, causal=False, softmax_scale=softmax_scale)
-    world = dist.get_world_size(group)
-    outs = [torch.empty_like(out) for _ in range(world)]
-    lses = [torch.empty_like(lse) for _ in range(world)]
-    dist.all_gather(outs, out.contiguous(), group=group)
-    dist.all_gather(lses, lse.contiguous(), group=group)
-    merged, merged_lse = None, None
-    for part_out, part_lse in zip(outs, lses):
-        merged, merged_lse = merge_partial(merged, merged_lse, part_out, part_lse)
-    return merged.to(query.dtype)
-
-
 def _make(func):
     def attention_forward(module, query, key, value, attention_mask, dropout: float = 0.0, scaling=None, **kwargs):
         # query (B, H, Lq, D), key/value (B, Hk, Lk, D): GQA heads are not expanded
@@ -114,13 +88,33 @@ def _make(func):
         check_heads(query.shape[1], key.shape[1])
         padding = attention_mask if isinstance(attention_mask, torch.Tensor) and attention_mask.dim() == 2 else None
         if group_size(_GROUP) > 1:
+            if query.shape[2] < key.shape[2]:  # new tokens over a ShardedKVCache's history
+                return _sharded(query, key, value, padding, scaling), None
             check_across_ranks(query, key, value, _GROUP, padding is not None)
-            if query.shape[2] < key.shape[2]:
-                return decode_attention(query, key, value, scaling, _GROUP).transpose(1, 2).contiguous(), None
         out, _ = func(query, key, value, causal=True, softmax_scale=scaling, group=_GROUP, key_padding=padding)
         return out.transpose(1, 2).contiguous(), None  # (B, Lq, H, D)
 
     return attention_forward
+
+
+def _sharded(query, key, value, padding, scaling):
+    """The new tokens (replicated) against this rank's history share plus themselves; ``(B, Lq, H, D)``."""
+    from longva_plugins.attention.sharded_kv import sharded_kv_attention
+
+    new = query.shape[2]
+    if group_size(_GROUP) > 1:  # the new tokens are the same on every rank; histories differ in length
+        check_across_ranks(query, key[:, :, -new:], value[:, :, -new:], _GROUP, padding is not None)
+    out = sharded_kv_attention(query, key, value, scaling, _GROUP, key_padding=padding)
+    return out.to(query.dtype).transpose(1, 2).contiguous()
+
+
+def sharded_kv_forward(module, query, key, value, attention_mask, dropout: float = 0.0, scaling=None, **kwargs):
+    """``longva_sharded_kv``: every call is new tokens over a :class:`.sharded_kv.ShardedKVCache`."""
+    from longva_plugins.attention.block import check_heads
+
+    check_heads(query.shape[1], key.shape[1])
+    padding = attention_mask if isinstance(attention_mask, torch.Tensor) and attention_mask.dim() == 2 else None
+    return _sharded(query, key, value, padding, scaling), None
 
 
 def key_padding_mask(batch_size: int, q_length: int, kv_length: int, q_offset: int = 0, kv_offset: int = 0,
@@ -142,11 +136,14 @@ def register() -> None:
     from longva_plugins.attention.ring import ring_attention_func
     from longva_plugins.attention.zigzag import zigzag_ring_attention_func
 
+    from longva_plugins.attention.sharded_kv import SHARDED_KV
+
     AttentionInterface.register(ZIGZAG, _make(zigzag_ring_attention_func))
     AttentionInterface.register(RING, _make(ring_attention_func))
-    AttentionMaskInterface.register(ZIGZAG, key_padding_mask)
-    AttentionMaskInterface.register(RING, key_padding_mask)
+    AttentionInterface.register(SHARDED_KV, sharded_kv_forward)
+    for name in (ZIGZAG, RING, SHARDED_KV):
+        AttentionMaskInterface.register(name, key_padding_mask)
 
 
-__all__ = ["RING", "ZIGZAG", "check_across_ranks", "decode_attention", "group_size", "key_padding_mask",
-           "refuse_sharded_padding", "register", "set_sequence_parallel_group"]
+__all__ = ["RING", "ZIGZAG", "check_across_ranks", "group_size", "key_padding_mask", "refuse_sharded_padding",
+           "register", "set_sequence_parallel_group", "sharded_kv_forward"]
