@@ -188,7 +188,7 @@ def main():
                         f"{args.device}): time s / peak MiB")
     cols = ["length", "SDPA s", "ours s", "ours/SDPA time", "SDPA MiB", "ours MiB", "ours/SDPA mem"]
     if not args.no_ranks:
-        cols += [f"ring x{args.world} s", f"ring MiB/rank", "ring/ours mem"]
+        cols += [f"ring x{args.world} s", "ring MiB/rank", "ring/ours mem"]
     for col in cols:
         table.add_column(col, justify="right")
     for length in [int(x) for x in args.lengths.split(",")]:

@@ -28,3 +28,33 @@ def make_inputs(seed, batch, heads, kv_heads, length, dim):
     v = torch.randn(batch, kv_heads, length, dim, generator=gen, dtype=torch.float64)
     dout = torch.randn(batch, heads, length, dim, generator=gen, dtype=torch.float64)
     return q, k, v, dout
+
+
+def tiny_qwen2(attn: str, dtype=torch.float64, eval_mode: bool = True, **config):
+    """The tests' tiny Qwen2 (vocabulary 97, hidden 32, 4 heads over 2 KV heads, 2 layers), seed 0."""
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    torch.manual_seed(0)
+    config = Qwen2Config(vocab_size=97, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                         num_key_value_heads=2, max_position_embeddings=256, **config)
+    config._attn_implementation = attn
+    model = Qwen2ForCausalLM(config).to(dtype)
+    return model.eval() if eval_mode else model
+
+
+def _rank_entry(rank, world, store, out_dir, body):
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
+    torch.set_num_threads(1)
+    try:
+        body(rank, out_dir)
+    finally:
+        dist.destroy_process_group()
+
+
+def spawn_ranks(body, world: int, tmp_path) -> None:
+    """Run ``body(rank, out_dir)`` (a module-level function) on ``world`` gloo processes."""
+    import torch.multiprocessing as mp
+
+    mp.spawn(_rank_entry, args=(world, str(tmp_path / "store"), str(tmp_path), body), nprocs=world, join=True)

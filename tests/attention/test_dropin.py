@@ -10,19 +10,14 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from ring_reference import spawn_ranks, tiny_qwen2
 
 import longva_plugins.attention  # noqa: F401  (registers the attention names)
 from longva_plugins.attention import RING, ZIGZAG
 
 
 def _qwen2(attn, dtype=torch.float64):
-    from transformers import Qwen2Config, Qwen2ForCausalLM
-
-    torch.manual_seed(0)
-    config = Qwen2Config(vocab_size=97, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                         num_key_value_heads=2, max_position_embeddings=256, pad_token_id=0)
-    config._attn_implementation = attn
-    return Qwen2ForCausalLM(config).to(dtype).eval()
+    return tiny_qwen2(attn, dtype, pad_token_id=0)
 
 
 @pytest.mark.parametrize("name", [ZIGZAG, RING])
@@ -70,27 +65,22 @@ def _decode_inputs():
     return q, k, v
 
 
-def _decode_worker(rank, store, out_dir):
+def _decode_worker(rank, out_dir):
     from longva_plugins.attention.sharded_kv import sharded_kv_attention
 
-    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=WORLD)
-    try:
-        q, k, v = _decode_inputs()
-        history = slice(0, 17) if rank == 0 else slice(17, 29)  # uneven history shares
-        # what a ShardedKVCache hands the attention: this rank's history, then the new token
-        local_k = torch.cat([k[:, :, history], k[:, :, 29:]], dim=2)
-        local_v = torch.cat([v[:, :, history], v[:, :, 29:]], dim=2)
-        out = sharded_kv_attention(q, local_k, local_v, None, None)
-        torch.save(out, os.path.join(out_dir, f"decode_{rank}.pt"))
-    finally:
-        dist.destroy_process_group()
+    q, k, v = _decode_inputs()
+    history = slice(0, 17) if rank == 0 else slice(17, 29)  # uneven history shares
+    # what a ShardedKVCache hands the attention: this rank's history, then the new token
+    local_k = torch.cat([k[:, :, history], k[:, :, 29:]], dim=2)
+    local_v = torch.cat([v[:, :, history], v[:, :, 29:]], dim=2)
+    torch.save(sharded_kv_attention(q, local_k, local_v, None, None), os.path.join(out_dir, f"decode_{rank}.pt"))
 
 
 @pytest.mark.distributed
 def test_decode_step_over_two_kv_shards_equals_one_process(tmp_path):
     from longva_plugins.attention.block import block_attention
 
-    mp.spawn(_decode_worker, args=(str(tmp_path / "store"), str(tmp_path)), nprocs=WORLD, join=True)
+    spawn_ranks(_decode_worker, WORLD, tmp_path)
     q, k, v = _decode_inputs()
     expected, _ = block_attention(q, k, v, causal=True)
     for rank in range(WORLD):

@@ -9,19 +9,14 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from ring_reference import tiny_qwen2
 
 pytestmark = pytest.mark.distributed
 WORLD = 2
 
 
 def _qwen2(attn):
-    from transformers import Qwen2Config, Qwen2ForCausalLM
-
-    torch.manual_seed(0)
-    config = Qwen2Config(vocab_size=97, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                         num_key_value_heads=2, max_position_embeddings=256)
-    config._attn_implementation = attn
-    return Qwen2ForCausalLM(config).double()
+    return tiny_qwen2(attn, eval_mode=False)
 
 
 def _loss_sum(logits, labels):

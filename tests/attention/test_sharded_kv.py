@@ -9,21 +9,10 @@ import os
 
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
+from ring_reference import spawn_ranks, tiny_qwen2
 
 WORLD = 2
 CHUNK = 7
-
-
-def _qwen2(attn):
-    from transformers import Qwen2Config, Qwen2ForCausalLM
-
-    torch.manual_seed(0)
-    config = Qwen2Config(vocab_size=97, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                         num_key_value_heads=2, max_position_embeddings=256)
-    config._attn_implementation = attn
-    return Qwen2ForCausalLM(config).double().eval()
 
 
 def _ids():
@@ -60,28 +49,23 @@ def _script(model, cache):
     return record
 
 
-def _worker(rank, store, out_dir):
+def _worker(rank, out_dir):
     import longva_plugins.attention  # noqa: F401  (registers the attention names)
     from longva_plugins.attention import SHARDED_KV, ShardedKVCache
 
-    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=WORLD)
-    torch.set_num_threads(1)
-    try:
-        cache = ShardedKVCache()
-        record = _script(_qwen2(SHARDED_KV), cache)
-        record["stored"] = [cache.stored(r) for r in range(WORLD)]
-        record["local_len"] = cache.layers[0].keys.shape[-2]
-        torch.save(record, os.path.join(out_dir, f"rank{rank}.pt"))
-    finally:
-        dist.destroy_process_group()
+    cache = ShardedKVCache()
+    record = _script(tiny_qwen2(SHARDED_KV), cache)
+    record["stored"] = [cache.stored(r) for r in range(WORLD)]
+    record["local_len"] = cache.layers[0].keys.shape[-2]
+    torch.save(record, os.path.join(out_dir, f"rank{rank}.pt"))
 
 
 @pytest.mark.distributed
 def test_sharded_kv_cache_over_two_ranks_equals_one_process(tmp_path):
     from transformers import DynamicCache
 
-    mp.spawn(_worker, args=(str(tmp_path / "store"), str(tmp_path)), nprocs=WORLD, join=True)
-    reference = _script(_qwen2("sdpa"), DynamicCache())
+    spawn_ranks(_worker, WORLD, tmp_path)
+    reference = _script(tiny_qwen2("sdpa"), DynamicCache())
     assert reference["length_after_prefill"] == 30 and reference["length_after_crop"] == 20
     records = [torch.load(tmp_path / f"rank{r}.pt") for r in range(WORLD)]
     for rank, rec in enumerate(records):
@@ -101,8 +85,8 @@ def test_sharded_kv_name_is_plain_causal_attention_in_one_process():
     import longva_plugins.attention  # noqa: F401
     from longva_plugins.attention import SHARDED_KV, ShardedKVCache
 
-    ours = _script(_qwen2(SHARDED_KV), ShardedKVCache())
-    reference = _script(_qwen2("sdpa"), __import__("transformers").DynamicCache())
+    ours = _script(tiny_qwen2(SHARDED_KV), ShardedKVCache())
+    reference = _script(tiny_qwen2("sdpa"), __import__("transformers").DynamicCache())
     for got, want in zip(ours["chunks"] + [ours["continued"]] + ours["decode"],
                          reference["chunks"] + [reference["continued"]] + reference["decode"]):
         torch.testing.assert_close(got, want, atol=1e-10, rtol=0)
