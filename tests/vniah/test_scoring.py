@@ -258,3 +258,44 @@ def test_one_kv_cache_grows_with_the_insertion_index_and_is_cropped_back(tiny, t
         assert scorer._prefix_cache.get_seq_length() == scorer._prefix_pre_len + insertion_index(d, n) * tokens
     assert len(caches) == 1, "one KV cache for the whole grid"
     assert sum(grown) == max(insertion_index(d, n) for n, d, _ in cells), "each prefix frame is prefilled once"
+
+
+SP_CELLS = [(4, 0.0, 0), (4, 0.5, 1), (8, 0.25, 0), (8, 1.0, 1)]
+
+
+def _sequence_parallel_worker(rank, out_dir):
+    import json
+
+    from longva_plugins.attention import SHARDED_KV
+    from longva_plugins.models.longva import LongVAProcessor, ensure_tiny_checkpoint
+
+    path = ensure_tiny_checkpoint()
+    model = LongVAForCausalLM.from_pretrained(path, attn_implementation=SHARDED_KV)
+    scorer = _scorer((model, LongVAProcessor.from_pretrained(path)), Path(out_dir) / f"cache{rank}")
+    records = [scorer.score(*cell) for cell in sorted(SP_CELLS, key=lambda c: insertion_index(c[1], c[0]))]
+    stored = scorer._prefix_cache.stored()
+    with open(Path(out_dir) / f"sp{rank}.json", "w") as handle:
+        json.dump({"records": records, "stored": stored, "total": scorer._prefix_cache.get_seq_length()}, handle)
+
+
+@pytest.mark.distributed
+def test_sequence_parallel_cells_equal_one_process(tiny, tmp_path):
+    """The V-NIAH scorer with its KV cache split over 2 gloo ranks (``longva_sharded_kv``) scores
+    every cell as one process does; each rank stores part of the prefix cache."""
+    import json
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "attention"))
+    from ring_reference import spawn_ranks
+
+    spawn_ranks(_sequence_parallel_worker, 2, tmp_path)
+    single = _scorer(tiny, tmp_path / "single")
+    expected = {(c[0], c[1], c[2]): single.score(*c) for c in SP_CELLS}
+    results = [json.loads((tmp_path / f"sp{r}.json").read_text()) for r in range(2)]
+    for result in results:
+        for record in result["records"]:
+            want = expected[(record["frames"], record["depth"], 0 if record["needle"] == single.needles[0].id else 1)]
+            assert record["pred_ids"] == want["pred_ids"] and record["correct"] == want["correct"]
+            assert abs(record["nll_mean"] - want["nll_mean"]) <= 1e-3 * max(1.0, abs(want["nll_mean"]))
+    assert results[0]["total"] == results[1]["total"]
+    assert 0 < results[0]["stored"] < results[0]["total"] and results[0]["stored"] + results[1]["stored"] == results[0]["total"]

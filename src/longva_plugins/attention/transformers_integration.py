@@ -36,6 +36,11 @@ def set_sequence_parallel_group(group) -> None:
     _GROUP = group
 
 
+def get_sequence_parallel_group():
+    """The group set with :func:`set_sequence_parallel_group` (``None``: the default group)."""
+    return _GROUP
+
+
 def group_size(group) -> int:
     import torch.distributed as dist
 
@@ -146,4 +151,4 @@ def register() -> None:
 
 
 __all__ = ["RING", "ZIGZAG", "check_across_ranks", "group_size", "key_padding_mask", "refuse_sharded_padding",
-           "register", "set_sequence_parallel_group", "sharded_kv_forward"]
+           "get_sequence_parallel_group", "register", "set_sequence_parallel_group", "sharded_kv_forward"]

@@ -292,6 +292,19 @@ class LongVAForCausalLM(Qwen2ForCausalLM, GenerationMixin):
             )
 
     @torch.no_grad()
+    def new_cache(self) -> DynamicCache:
+        """An empty KV cache for :meth:`prefill`: a ``DynamicCache``, or with the
+        ``longva_sharded_kv`` attention a :class:`~longva_plugins.attention.ShardedKVCache` over the
+        sequence-parallel group (each rank stores its share; see ``attention/sharded_kv.py``)."""
+        from longva_plugins.attention.sharded_kv import SHARDED_KV
+
+        if getattr(self.config, "_attn_implementation", None) != SHARDED_KV:
+            return DynamicCache(config=self.config)
+        from longva_plugins.attention.sharded_kv import ShardedKVCache
+        from longva_plugins.attention.transformers_integration import get_sequence_parallel_group
+
+        return ShardedKVCache(group=get_sequence_parallel_group(), config=self.config)
+
     def prefill(self, inputs_embeds: torch.Tensor, chunk_size: int | None = None,
                 logits_positions: list[int] | None = None,
                 past_key_values: DynamicCache | None = None) -> PrefillOutput:
@@ -303,7 +316,7 @@ class LongVAForCausalLM(Qwen2ForCausalLM, GenerationMixin):
         if inputs_embeds.dim() != 3 or inputs_embeds.shape[0] != 1:
             raise InputMismatchError(f"inputs_embeds must be (1, L, D); got {tuple(inputs_embeds.shape)}")
         length = inputs_embeds.shape[1]
-        cache = past_key_values if past_key_values is not None else DynamicCache(config=self.config)
+        cache = past_key_values if past_key_values is not None else self.new_cache()
         offset = cache.get_seq_length()
         self.check_length(offset + length)
         positions = list(logits_positions) if logits_positions is not None else [length - 1]
