@@ -10,7 +10,8 @@ from longva_plugins.errors import SampleError, SettingError, VideoDecodeError
 
 GOOD = dict(conv_template="qwen_1_5", batch_size=1, max_frames_num=32, max_fps=None, video_decode_backend=None,
             mm_spatial_pool_stride=None, mm_spatial_pool_mode=None, encode_chunk_size=16, prefill_chunk_size=None,
-            dtype=None, device=None, device_map=None, allow_length_extrapolation=False, peft=None)
+            dtype=None, device=None, device_map=None, allow_length_extrapolation=False, peft=None,
+            sequence_parallel=1, attn_implementation=None)
 
 
 def _check(unknown=None, **changes):
@@ -21,6 +22,12 @@ def test_good_settings_parse():
     parsed = _check(max_frames_num="64", prefill_chunk_size=0, max_fps="0.5", allow_length_extrapolation="true")
     assert parsed["max_frames_num"] == 64 and parsed["prefill_chunk_size"] is None
     assert parsed["max_fps"] == 0.5 and parsed["allow_length_extrapolation"] is True
+
+
+def test_sequence_parallel_divides_the_processes(monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    assert _check(sequence_parallel="2", attn_implementation="longva_sharded_kv")["sequence_parallel"] == 2
+    assert _check(sequence_parallel=4)["sequence_parallel"] == 4 and _check()["sequence_parallel"] == 1
 
 
 def test_a_typo_is_refused_with_the_closest_name():
@@ -47,8 +54,13 @@ def test_arguments_of_the_builtin_adapter_are_accepted():
     ({"device": "cuda:7"}, "device='cuda:7'"),
     ({"allow_length_extrapolation": "maybe"}, "allow_length_extrapolation='maybe'"),
     ({"batch_size": "x"}, "batch_size='x'"),
+    ({"sequence_parallel": 0}, "sequence_parallel=0"),
+    ({"sequence_parallel": 3}, "sequence_parallel=3"),  # 4 processes (WORLD_SIZE below)
+    ({"sequence_parallel": 2, "attn_implementation": "sdpa"}, "attn_implementation='sdpa'"),
+    ({"sequence_parallel": 2, "device_map": "auto"}, "device_map='auto'"),
 ])
-def test_each_wrong_setting_is_named_with_what_is_allowed(changes, named):
+def test_each_wrong_setting_is_named_with_what_is_allowed(changes, named, monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "4")
     with pytest.raises(SettingError) as info:
         _check(**changes)
     assert named in str(info.value) and "allowed:" in str(info.value)

@@ -56,6 +56,9 @@ class LongVA(lmms):
         encode_chunk_size: frames per CLIP batch. prefill_chunk_size: tokens per prefill chunk.
         system_prompt: system message (default ``You are a helpful assistant.``).
         peft: a PEFT adapter folder to apply on top of ``pretrained``.
+        sequence_parallel: under ``torchrun``, groups of this many consecutive ranks share one KV
+            cache split over them (``longva_sharded_kv``): each group runs the union of its ranks'
+            requests together; ``world size / sequence_parallel`` groups run in data parallel.
     """
 
     is_simple = True
@@ -67,7 +70,8 @@ class LongVA(lmms):
                  max_fps: float | None = None, video_decode_backend: str | None = None,
                  mm_spatial_pool_stride: int | None = None, mm_spatial_pool_mode: str | None = None,
                  encode_chunk_size: int = 16, prefill_chunk_size: int | None = None, system_prompt: str | None = None,
-                 peft: str | None = None, allow_length_extrapolation: bool = False, **kwargs) -> None:
+                 peft: str | None = None, allow_length_extrapolation: bool = False, sequence_parallel: int = 1,
+                 **kwargs) -> None:
         super().__init__()
         from longva_plugins.models.longva import LongVAForCausalLM, LongVAProcessor
         from longva_plugins.models.longva.processing_longva import DEFAULT_SYSTEM
@@ -81,6 +85,7 @@ class LongVA(lmms):
             encode_chunk_size=encode_chunk_size, prefill_chunk_size=prefill_chunk_size,
             dtype=torch_dtype or dtype, device=device, device_map=device_map,
             allow_length_extrapolation=allow_length_extrapolation, peft=peft,
+            sequence_parallel=sequence_parallel, attn_implementation=attn_implementation,
         )
         self._rank = int(os.environ.get("RANK", 0))
         self._world_size = int(os.environ.get("WORLD_SIZE", 1))
@@ -90,6 +95,10 @@ class LongVA(lmms):
         elif device == "cuda" and self._world_size > 1:
             device = f"cuda:{local_rank}"
         load_map = device_map if device_map == "auto" else (None if str(device).startswith("cpu") else device)
+        self._sp = settings["sequence_parallel"]
+        self._sp_group, self._sp_rank = None, 0
+        if self._sp > 1:
+            attn_implementation = self._join_sequence_parallel_group()
         self.model = LongVAForCausalLM.from_pretrained(
             pretrained, torch_dtype=torch_dtype or dtype, device_map=load_map, attn_implementation=attn_implementation
         )
@@ -123,6 +132,36 @@ class LongVA(lmms):
             from accelerate import Accelerator
 
             self.accelerator = Accelerator()
+
+    # ------------------------------------------------------------------ sequence parallelism
+    def _join_sequence_parallel_group(self) -> str:
+        """Split the ranks into groups of ``sequence_parallel`` consecutive ranks that share one KV
+        cache (``longva_sharded_kv``); returns the attention name to load the model with."""
+        import torch.distributed as dist
+        from accelerate import Accelerator
+
+        from longva_plugins.attention import SHARDED_KV, set_sequence_parallel_group
+
+        if not dist.is_initialized():
+            self.accelerator = Accelerator()  # initialises the process group torchrun describes
+        groups = [dist.new_group(list(range(start, start + self._sp))) for start in range(0, self._world_size, self._sp)]
+        self._sp_group = groups[self._rank // self._sp]
+        self._sp_rank = self._rank % self._sp
+        set_sequence_parallel_group(self._sp_group)
+        logger.info("longva: rank %d shares its KV cache with ranks %s (sequence_parallel=%d)", self._rank,
+                    dist.get_process_group_ranks(self._sp_group), self._sp)
+        return SHARDED_KV
+
+    def _with_group_requests(self, items: list) -> list[tuple[int, Any]]:
+        """``(owner, item)`` for this rank's items and, under sequence parallelism, those of every
+        rank of its group, in the same order on every rank (each rank then runs them all, together)."""
+        if self._sp == 1:
+            return [(0, item) for item in items]
+        import torch.distributed as dist
+
+        gathered: list = [None] * self._sp
+        dist.all_gather_object(gathered, items, group=self._sp_group)
+        return [(owner, item) for owner, part in enumerate(gathered) for item in part]
 
     # ------------------------------------------------------------------ lmms-eval properties
     @property
@@ -227,10 +266,11 @@ class LongVA(lmms):
     # ------------------------------------------------------------------ lmms-eval API
     def generate_until(self, requests: list[Instance]) -> list[str]:
         """Greedy (or sampled) generation; consecutive requests with the same generation settings
-        run as one batch of up to ``batch_size`` (not with ``prefill_chunk_size``)."""
+        run as one batch of up to ``batch_size`` (not with ``prefill_chunk_size`` or
+        ``sequence_parallel``, whose groups run the union of their ranks' requests together)."""
         results: list[str | None] = [None] * len(requests)
         start = len(self.failures)
-        batch_size = 1 if self.prefill_chunk_size else self.batch_size_per_gpu
+        batch_size = 1 if self.prefill_chunk_size or self._sp > 1 else self.batch_size_per_gpu
         pending: list[tuple[int, torch.Tensor]] = []
         pending_kwargs = None
 
@@ -239,22 +279,34 @@ class LongVA(lmms):
             if pending:
                 texts = self._generate([e for _, e in pending], pending_kwargs or {})
                 for (index, _), text in zip(pending, texts):
-                    results[index] = text
+                    if index is not None:
+                        results[index] = text
                 pending = []
 
-        for index, request in enumerate(tqdm(requests, disable=self.rank != 0, desc="longva generate")):
+        items = []  # (index, context, gen_kwargs, task, doc_id, visuals)
+        for index, request in enumerate(requests):
             context, gen_kwargs, doc_to_visual, doc_id, task, split = request.args
             try:
-                blocks = self._encode(self._visuals(doc_to_visual, task, split, doc_id))
-                embeds = self._prompt_embeds([self._user_message(context, len(blocks))], blocks)
+                items.append((index, context, gen_kwargs, task, doc_id, self._visuals(doc_to_visual, task, split, doc_id)))
             except SampleError as exc:
                 self._record_failure(task, doc_id, exc)
                 results[index] = ""
+        work = self._with_group_requests(items)
+        for owner, (index, context, gen_kwargs, task, doc_id, visuals) in tqdm(
+                work, disable=self.rank != 0, desc="longva generate"):
+            mine = owner == self._sp_rank
+            try:
+                blocks = self._encode(visuals)
+                embeds = self._prompt_embeds([self._user_message(context, len(blocks))], blocks)
+            except SampleError as exc:
+                if mine:  # a group's other ranks run this sample too; its owner reports it
+                    self._record_failure(task, doc_id, exc)
+                    results[index] = ""
                 continue
             if pending and (gen_kwargs != pending_kwargs or len(pending) >= batch_size):
                 flush()
             pending_kwargs = gen_kwargs
-            pending.append((index, embeds))
+            pending.append((index if mine else None, embeds))
         flush()
         self._report_failures("generate_until", start)
         return [r if r is not None else "" for r in results]
@@ -264,45 +316,51 @@ class LongVA(lmms):
 
         Requests whose visual scores itself (V-NIAH cells) run in the order of its
         ``longva_sort_key`` so that consecutive cells share one KV cache; results keep the order
-        of the requests.
+        of the requests. Under ``sequence_parallel`` the ranks of a group run the union of their
+        requests together (one KV cache split over them); each keeps its own results.
         """
         results: list[tuple[float, bool] | None] = [None] * len(requests)
         start = len(self.failures)
-        prepared = []  # (sort key, index, visuals)
+        prepared = []  # (sort key, index, context, continuation, task, doc_id, visuals)
         for index, request in enumerate(requests):
-            _, _, doc_to_visual, doc_id, task, split = request.args
+            context, doc_to_target, doc_to_visual, doc_id, task, split = request.args
             try:
                 visuals = self._visuals(doc_to_visual, task, split, doc_id)
+                continuation = (doc_to_target if isinstance(doc_to_target, str)
+                                else doc_to_target(self._doc(task, split, doc_id)))
             except SampleError as exc:
                 self._record_failure(task, doc_id, exc)
                 results[index] = (float("inf"), False)
                 continue
             scorer = next((v for v in visuals if hasattr(v, "longva_loglikelihood")), None)
             key = (1, scorer.longva_sort_key()) if hasattr(scorer, "longva_sort_key") else (0, (index,))
-            prepared.append((key, index, visuals))
-        prepared.sort(key=lambda item: item[:2])
-        for _, index, visuals in tqdm(prepared, disable=self.rank != 0, desc="longva loglikelihood"):
-            results[index] = self._loglikelihood_one(requests[index], visuals)
+            prepared.append((key, index, context, str(continuation), task, doc_id, visuals))
+        work = self._with_group_requests(prepared)
+        work.sort(key=lambda item: (item[1][0], item[0], item[1][1]))
+        for owner, (_, index, *sample) in tqdm(work, disable=self.rank != 0, desc="longva loglikelihood"):
+            result = self._loglikelihood_one(*sample, record=owner == self._sp_rank)
+            if owner == self._sp_rank:
+                results[index] = result
         self._report_failures("loglikelihood", start)
         return results
 
-    def _loglikelihood_one(self, request: Instance, visuals: list) -> tuple[float, bool]:
-        context, doc_to_target, _, doc_id, task, split = request.args
-        continuation = doc_to_target if isinstance(doc_to_target, str) else doc_to_target(self._doc(task, split, doc_id))
+    def _loglikelihood_one(self, context: str, continuation: str, task, doc_id, visuals: list,
+                           record: bool = True) -> tuple[float, bool]:
         try:
             scorer = next((v for v in visuals if hasattr(v, "longva_loglikelihood")), None)
             if scorer is not None:  # the visual scores itself (V-NIAH: cached, resumable cells)
-                return scorer.longva_loglikelihood(self.model, self.processor, str(continuation),
+                return scorer.longva_loglikelihood(self.model, self.processor, continuation,
                                                    prefill_chunk_size=self.prefill_chunk_size,
                                                    encode_chunk_size=self.encode_chunk_size)
             blocks = self._encode(visuals)
             embeds = self._prompt_embeds([self._user_message(context, len(blocks))], blocks)
-            cont_ids = self.processor.tokenize(str(continuation))
+            cont_ids = self.processor.tokenize(continuation)
             if cont_ids.numel() == 0:
                 raise SampleError(f"empty continuation {continuation!r}")
             self.model.check_length(embeds.shape[1] + cont_ids.numel())
         except SampleError as exc:
-            self._record_failure(task, doc_id, exc)
+            if record:  # a group's other ranks run this sample too; its owner reports it
+                self._record_failure(task, doc_id, exc)
             return float("inf"), False
         score = self.model.score_continuation(embeds, cont_ids, chunk_size=self.prefill_chunk_size)
         return score.nll_mean, score.greedy_match

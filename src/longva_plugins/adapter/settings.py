@@ -121,12 +121,34 @@ def check_settings(unknown: dict, known: tuple[str, ...], **values) -> dict:
             problems.add("video_decode_backend", backend,
                          f"an installed backend ({', '.join(installed) or 'none'}); "
                          f"{backend} is not installed (pip install 'longva-plugins[{backend}]')")
+    parsed["sequence_parallel"] = _check_sequence_parallel(problems, values)
     flag = parse_bool(values["allow_length_extrapolation"])
     if flag is None:
         problems.add("allow_length_extrapolation", values["allow_length_extrapolation"], "true or false")
     parsed["allow_length_extrapolation"] = bool(flag)
     problems.raise_if_any()
     return parsed
+
+
+def _check_sequence_parallel(problems, values) -> int:
+    """``sequence_parallel``: ranks that share one KV cache; it must divide the world size."""
+    import os
+
+    sp = _int_at_least(problems, "sequence_parallel", values["sequence_parallel"], 1)
+    if sp is None or sp == 1:
+        return 1
+    from longva_plugins.attention.sharded_kv import SHARDED_KV
+
+    world = int(os.environ.get("WORLD_SIZE", 1))
+    if world % sp:
+        problems.add("sequence_parallel", values["sequence_parallel"],
+                     f"a divisor of the number of processes ({world}; launch with torchrun --nproc_per_node)")
+    if values.get("attn_implementation") not in (None, SHARDED_KV):
+        problems.add("attn_implementation", values["attn_implementation"],
+                     f"{SHARDED_KV} or unset with sequence_parallel={sp} (the KV cache is split over the ranks)")
+    if values["device_map"] == "auto":
+        problems.add("device_map", "auto", "unset with sequence_parallel > 1 (each rank holds the whole model)")
+    return sp
 
 
 def stop_token_ids(model, processor) -> list[int]:

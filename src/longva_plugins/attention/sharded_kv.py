@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import torch
 from transformers import DynamicCache
+from transformers.cache_utils import DynamicLayer
 
 SHARDED_KV = "longva_sharded_kv"
 
@@ -35,11 +36,69 @@ def _group_rank(group) -> tuple[int, int]:
     return world, (dist.get_rank(group) if world > 1 else 0)
 
 
+class GrowingLayer(DynamicLayer):
+    """A cache layer whose K/V live in buffers that grow by a quarter: appending copies only
+    the new tokens (``DynamicLayer`` re-concatenates the whole history every chunk), cropping
+    copies nothing, and new tokens can be handed to the attention without being kept (placed
+    after the stored ones, overwritten by the next call) -- what a rank that does not keep a
+    chunk needs. ``keys``/``values`` are views of the stored tokens."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self._buffers: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._length = 0
+
+    def _reserve(self, key_states, value_states, needed: int) -> None:
+        capacity = 0 if self._buffers is None else self._buffers[0].shape[-2]
+        if needed <= capacity:
+            return
+        capacity = max(needed, capacity + capacity // 4, 256)  # at most 25% unused; each token copied ~4 times
+        fresh = tuple(t.new_empty(*t.shape[:-2], capacity, t.shape[-1]) for t in (key_states, value_states))
+        if self._length:
+            for new, old in zip(fresh, self._buffers):
+                new[..., :self._length, :] = old[..., :self._length, :]
+        self._buffers = fresh
+
+    def put(self, key_states, value_states, keep: bool = True):
+        """Write the new tokens after the stored ones; return the views ``stored + new``."""
+        end = self._length + key_states.shape[-2]
+        self._reserve(key_states, value_states, end)
+        keys, values = self._buffers
+        keys[..., self._length:end, :] = key_states
+        values[..., self._length:end, :] = value_states
+        if keep:
+            self._length = end
+        self._sync(key_states.device)
+        return keys[..., :end, :], values[..., :end, :]
+
+    def update(self, key_states, value_states, *args, **kwargs):
+        return self.put(key_states, value_states, keep=True)
+
+    def keep_first(self, length: int) -> None:
+        """Drop the stored tokens from ``length`` on (no copy)."""
+        self._length = max(0, min(self._length, length))
+        if self._buffers is not None:
+            self._sync(self._buffers[0].device)
+
+    def crop(self, tokens_to_remove: int) -> None:
+        self.keep_first(self._length - abs(tokens_to_remove) if tokens_to_remove < 0 else tokens_to_remove)
+
+    def _sync(self, device) -> None:
+        self.device, self.is_initialized = device, True
+        self.keys = self._buffers[0][..., :self._length, :]
+        self.values = self._buffers[1][..., :self._length, :]
+
+    def get_seq_length(self) -> int:
+        return self._length
+
+
 class ShardedKVCache(DynamicCache):
-    """A KV cache whose history is split over the ranks of ``group`` (see the module docs)."""
+    """A KV cache whose history is split over the ranks of ``group`` (see the module docs); its
+    layers are :class:`GrowingLayer` (``config`` is accepted for ``DynamicCache``'s signature)."""
 
     def __init__(self, group=None, config=None):
-        super().__init__(config=config)
+        super().__init__()
+        self.layer_class_to_replicate = GrowingLayer
         self.group = group
         self.world, self.rank = _group_rank(group)
         #: per rank, the ``(global_start, length)`` runs of tokens it stores, in global order
@@ -61,12 +120,9 @@ class ShardedKVCache(DynamicCache):
     def update(self, key_states, value_states, layer_idx, *args, **kwargs):
         if layer_idx == 0:
             self._begin(key_states.shape[-2])
-        if self._owner == self.rank:
-            return super().update(key_states, value_states, layer_idx, *args, **kwargs)
-        layer = self.layers[layer_idx] if layer_idx < len(self.layers) else None
-        if layer is None or not layer.is_initialized or layer.keys.numel() == 0:
-            return key_states, value_states
-        return torch.cat([layer.keys, key_states], dim=-2), torch.cat([layer.values, value_states], dim=-2)
+        while len(self.layers) <= layer_idx:
+            self.layers.append(GrowingLayer())
+        return self.layers[layer_idx].put(key_states, value_states, keep=self._owner == self.rank)
 
     def get_seq_length(self, layer_idx: int = 0) -> int:
         return self.total
@@ -78,11 +134,8 @@ class ShardedKVCache(DynamicCache):
         for rank in range(self.world):
             self.segments[rank] = [(start, min(n, keep_total - start)) for start, n in self.segments[rank]
                                    if start < keep_total]
-        local = self.stored()
         for layer in self.layers:
-            if layer.is_initialized and layer.keys.numel() and layer.keys.shape[-2] > local:
-                layer.keys = layer.keys[..., :local, :]
-                layer.values = layer.values[..., :local, :]
+            layer.keep_first(self.stored())
         self.total = keep_total
 
 
@@ -117,4 +170,4 @@ def sharded_kv_attention(query, key, value, softmax_scale, group, key_padding=No
     return merged
 
 
-__all__ = ["SHARDED_KV", "ShardedKVCache", "sharded_kv_attention"]
+__all__ = ["SHARDED_KV", "GrowingLayer", "ShardedKVCache", "sharded_kv_attention"]

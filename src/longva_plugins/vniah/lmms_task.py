@@ -80,6 +80,9 @@ class VNIAHVisual(str):
         obj.doc = dict(doc)
         return obj
 
+    def __reduce__(self):  # pickled when ranks that share a KV cache exchange their requests
+        return VNIAHVisual, (self.doc, str(self))
+
     def _scorer(self, model, processor, **options):
         from longva_plugins.vniah.scoring import get_scorer
 

@@ -38,6 +38,24 @@ def crop_to(cache, length: int) -> None:
         cache.crop(-extra)
 
 
+def _everyone_has(found: bool, model) -> bool:
+    """``found`` on every rank of the model's sequence-parallel group (one rank alone: ``found``).
+    Ranks that share a KV cache must run the same cells: a cell finished by one rank's store write
+    while another rank looked is run again by all of them."""
+    if not (hasattr(model, "uses_sharded_kv") and model.uses_sharded_kv()):
+        return found
+    import torch.distributed as dist
+
+    from longva_plugins.attention.transformers_integration import get_sequence_parallel_group, group_size
+
+    group = get_sequence_parallel_group()
+    if group_size(group) == 1:
+        return found
+    flag = torch.tensor([int(found)], device=model.device if model.device.type == "cuda" else "cpu")
+    dist.all_reduce(flag, op=dist.ReduceOp.MIN, group=group)
+    return bool(flag.item())
+
+
 class VNIAHScorer:
     """Scores cells of one (model, haystack, needle set), reusing embeddings and finished cells."""
 
@@ -160,6 +178,8 @@ class VNIAHScorer:
         key = self.cell_key(num_frames, depth, needle_index)
         key["answer"] = answer
         cached = self.store.get(**key)
+        if not _everyone_has(cached is not None, self.model):  # ranks sharing a KV cache decide together
+            cached = None
         if cached is not None:
             return cached
         answer_ids = self.processor.tokenize(answer)

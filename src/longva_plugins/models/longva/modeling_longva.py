@@ -292,13 +292,17 @@ class LongVAForCausalLM(Qwen2ForCausalLM, GenerationMixin):
             )
 
     @torch.no_grad()
+    def uses_sharded_kv(self) -> bool:
+        """Whether the model runs the ``longva_sharded_kv`` attention (KV cache split over ranks)."""
+        from longva_plugins.attention.sharded_kv import SHARDED_KV
+
+        return getattr(self.config, "_attn_implementation", None) == SHARDED_KV
+
     def new_cache(self) -> DynamicCache:
         """An empty KV cache for :meth:`prefill`: a ``DynamicCache``, or with the
         ``longva_sharded_kv`` attention a :class:`~longva_plugins.attention.ShardedKVCache` over the
         sequence-parallel group (each rank stores its share; see ``attention/sharded_kv.py``)."""
-        from longva_plugins.attention.sharded_kv import SHARDED_KV
-
-        if getattr(self.config, "_attn_implementation", None) != SHARDED_KV:
+        if not self.uses_sharded_kv():
             return DynamicCache(config=self.config)
         from longva_plugins.attention.sharded_kv import ShardedKVCache
         from longva_plugins.attention.transformers_integration import get_sequence_parallel_group
@@ -408,7 +412,8 @@ class LongVAForCausalLM(Qwen2ForCausalLM, GenerationMixin):
         self.check_length(length + max_new_tokens)
         embeds = inputs_embeds.to(self.model.embed_tokens.weight.device, self.dtype)
         attention = torch.ones(1, length, dtype=torch.long, device=embeds.device)
-        if prefill_chunk_size and length > prefill_chunk_size:
+        if (prefill_chunk_size and length > prefill_chunk_size) or (self.uses_sharded_kv() and length > 1):
+            # (a KV cache split over ranks must be the one ``generate`` continues: never its own)
             cache = self.prefill(embeds[:, :-1], chunk_size=prefill_chunk_size).past_key_values
             generation_kwargs["past_key_values"] = cache
         return self.generate(
