@@ -85,3 +85,44 @@ def test_torchrun_two_processes(task_dir, tiny_checkpoint, tmp_path):
         cwd=tmp_path, launcher=launcher, timeout=900,
     )
     _check_outputs(out)
+
+
+def _responses(out: Path, task: str) -> dict:
+    return {s["doc_id"]: s["filtered_resps"] for s in read_samples(out, task)}
+
+
+def test_sequence_parallel_answers_equal_one_process(task_dir, tiny_checkpoint, tmp_path):
+    """Every output type under torchrun with `sequence_parallel=2` (both ranks one KV cache, the
+    prompt prefilled in chunks into it, decode steps over both shares) answers as one process:
+    the same generated text, loglikelihoods and choices; bad videos still answered empty."""
+    args = f"pretrained={tiny_checkpoint},max_frames_num=8,prefill_chunk_size=256,device=cpu"
+    runs = {}
+    for name, launcher, extra in (("single", None, ""), ("sp2", [sys.executable, "-m", "torch.distributed.run",
+                                                                "--standalone", "--nproc_per_node", "2", "-m"],
+                                  ",sequence_parallel=2")):
+        out = tmp_path / name
+        run_lmms_eval(["--model", "longva", "--model_args", args + extra, "--tasks", TASKS, "--include_path",
+                       str(task_dir), "--output_path", str(out), "--log_samples"], cwd=tmp_path, launcher=launcher,
+                      timeout=900)
+        _check_outputs(out)
+        runs[name] = {task: _responses(out, task) for task in TASKS.split(",")}
+    for task in TASKS.split(","):
+        single, split = runs["single"][task], runs["sp2"][task]
+        assert split.keys() == single.keys(), task
+        for doc_id, want in single.items():
+            got = split[doc_id]
+            if task == "e2e_video_gen" or task == "e2e_image_gen":
+                assert got == want, (task, doc_id)
+            else:  # loglikelihood results, as lmms-eval logs them: strings such as ["6.33", "False"]
+                assert _close(got, want), (task, doc_id, got, want)
+
+
+def _close(got, want) -> bool:
+    """Equal, except numbers, which may differ by 1e-3 relative (the merge order of the split attention)."""
+    if isinstance(want, (list, tuple)):
+        return isinstance(got, (list, tuple)) and len(got) == len(want) and all(map(_close, got, want))
+    try:
+        a, b = float(got), float(want)
+    except (TypeError, ValueError):
+        return got == want
+    return a == b or abs(a - b) <= 1e-3 * max(1.0, abs(b))
