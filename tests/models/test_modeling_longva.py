@@ -171,6 +171,9 @@ def test_chunked_paths_match_unchunked(model_sdpa, processor, num_frames):
     out = model.prefill(embeds, chunk_size=1000, logits_positions=positions)
     torch.testing.assert_close(out.logits, reference, atol=1e-4, rtol=0)
     assert out.past_key_values.get_seq_length() == embeds.shape[1]
+    # inference only: no autograd graph is kept, even for inputs that require grad
+    assert embeds.requires_grad and not out.logits.requires_grad
+    assert not out.past_key_values.layers[0].keys.requires_grad
 
 
 def test_generation_stops_at_im_end(model, processor):

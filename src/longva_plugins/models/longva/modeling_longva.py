@@ -291,7 +291,6 @@ class LongVAForCausalLM(Qwen2ForCausalLM, GenerationMixin):
                 "allow_length_extrapolation=True to run past it deliberately"
             )
 
-    @torch.no_grad()
     def uses_sharded_kv(self) -> bool:
         """Whether the model runs the ``longva_sharded_kv`` attention (KV cache split over ranks)."""
         from longva_plugins.attention.sharded_kv import SHARDED_KV
@@ -309,6 +308,7 @@ class LongVAForCausalLM(Qwen2ForCausalLM, GenerationMixin):
 
         return ShardedKVCache(group=get_sequence_parallel_group(), config=self.config)
 
+    @torch.no_grad()
     def prefill(self, inputs_embeds: torch.Tensor, chunk_size: int | None = None,
                 logits_positions: list[int] | None = None,
                 past_key_values: DynamicCache | None = None) -> PrefillOutput:
