@@ -13,9 +13,10 @@ tokens (replicated, with their global positions), and
   rank on ties: every rank takes the same decision), so each rank holds about 1/W of the cache.
 
 ``get_seq_length`` is the global length; :meth:`ShardedKVCache.crop` cuts the *global* sequence
-(every rank drops its tokens at or after the cut). Without a group (or with one rank) the cache is
-a plain :class:`~transformers.DynamicCache` and the attention name is transformers' causal
-attention on the tiled kernel, so the same code runs in one process.
+(every rank drops its tokens at or after the cut). Without a group (or with one rank) the cache
+keeps every token (a ``DynamicCache`` whose layers append without re-concatenating) and the
+attention name is transformers' causal attention on the tiled kernel, so the same code runs in one
+process.
 """
 
 from __future__ import annotations
@@ -81,6 +82,7 @@ class GrowingLayer(DynamicLayer):
             self._sync(self._buffers[0].device)
 
     def crop(self, tokens_to_remove: int) -> None:
+        """Negative: drop that many tokens (``DynamicLayer``'s convention); otherwise keep that many."""
         self.keep_first(self._length - abs(tokens_to_remove) if tokens_to_remove < 0 else tokens_to_remove)
 
     def _sync(self, device) -> None:

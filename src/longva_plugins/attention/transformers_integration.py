@@ -12,7 +12,8 @@ After :func:`register` (run on import of :mod:`longva_plugins.attention`), a mod
   K/V travel round the ring. A call over a KV cache (fewer queries than keys: new tokens,
   replicated on every rank, after this rank's share of the history in a
   :class:`.sharded_kv.ShardedKVCache`) attends over every rank's share: partial outputs and
-  log-sum-exps are all-gathered and merged (the ``longva_sharded_kv`` name does only this). Padding inside a sharded batch is refused before any compute. Shapes, dtypes, devices
+  log-sum-exps are all-gathered and merged (the ``longva_sharded_kv`` name does only this).
+  Padding inside a sharded batch is refused before any compute. Shapes, dtypes, devices
   and head counts are compared across ranks first, so a mismatch is an error on every rank, not
   a hang.
 
@@ -88,10 +89,7 @@ def check_across_ranks(query, key, value, group, padded: bool) -> None:
 def _make(func):
     def attention_forward(module, query, key, value, attention_mask, dropout: float = 0.0, scaling=None, **kwargs):
         # query (B, H, Lq, D), key/value (B, Hk, Lk, D): GQA heads are not expanded
-        from longva_plugins.attention.block import check_heads
-
-        check_heads(query.shape[1], key.shape[1])
-        padding = attention_mask if isinstance(attention_mask, torch.Tensor) and attention_mask.dim() == 2 else None
+        padding = _key_padding(query, key, attention_mask)
         if group_size(_GROUP) > 1:
             if query.shape[2] < key.shape[2]:  # new tokens over a ShardedKVCache's history
                 return _sharded(query, key, value, padding, scaling), None
@@ -100,6 +98,14 @@ def _make(func):
         return out.transpose(1, 2).contiguous(), None  # (B, Lq, H, D)
 
     return attention_forward
+
+
+def _key_padding(query, key, attention_mask):
+    """Heads checked; the ``(B, Lk)`` key padding mask our mask function made, or ``None``."""
+    from longva_plugins.attention.block import check_heads
+
+    check_heads(query.shape[1], key.shape[1])
+    return attention_mask if isinstance(attention_mask, torch.Tensor) and attention_mask.dim() == 2 else None
 
 
 def _sharded(query, key, value, padding, scaling):
@@ -115,11 +121,7 @@ def _sharded(query, key, value, padding, scaling):
 
 def sharded_kv_forward(module, query, key, value, attention_mask, dropout: float = 0.0, scaling=None, **kwargs):
     """``longva_sharded_kv``: every call is new tokens over a :class:`.sharded_kv.ShardedKVCache`."""
-    from longva_plugins.attention.block import check_heads
-
-    check_heads(query.shape[1], key.shape[1])
-    padding = attention_mask if isinstance(attention_mask, torch.Tensor) and attention_mask.dim() == 2 else None
-    return _sharded(query, key, value, padding, scaling), None
+    return _sharded(query, key, value, _key_padding(query, key, attention_mask), scaling), None
 
 
 def key_padding_mask(batch_size: int, q_length: int, kv_length: int, q_offset: int = 0, kv_offset: int = 0,
