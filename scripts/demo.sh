@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Set up the environment (scripts/bootstrap.sh) and run the main job: V-NIAH through lmms-eval,
-# offline, on the embedded tiny LongVA checkpoint and a synthetic haystack.
+# offline, on the shipped LongVA-nano checkpoint (trained on long text and short images only) and
+# the synthetic haystack video, 10 to 250 frames.
 # Extra arguments go to `longva-plugins demo`.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -65,6 +65,14 @@ def test_wheel_ships_the_task_folder(fresh_env):
     assert "vniah" in listing, "lmms-eval tasks list does not show the package tasks"
 
 
+def test_wheel_carries_longva_nano(fresh_env):
+    python, site, _ = fresh_env
+    out = _run([str(python), "-c", "from longva_plugins.models.longva import nano_checkpoint; print(nano_checkpoint())"])
+    folder = Path(out.stdout.strip())
+    assert str(folder).startswith(str(site)), f"{folder} is not inside the installed wheel"
+    assert {"config.json", "model.safetensors", "tokenizer.json"} <= {p.name for p in folder.iterdir()}
+
+
 def test_lmms_eval_runs_package_and_plugin_tasks_from_the_wheel(fresh_env, tmp_path):
     from longva_plugins.models.longva import ensure_tiny_checkpoint
 

@@ -77,8 +77,8 @@ def test_bad_samples_are_reported_by_id(tiny, dataset_file):
 def test_config_checks_fields_together():
     with pytest.raises(ConfigError, match="stage"):
         LongVATrainingConfig("m", "d", stage="nope")
-    with pytest.raises(ConfigError, match="projector stage"):
-        LongVATrainingConfig("m", "d", stage="projector", tune_vision_tower=True)
+    # LLaVA's mm_tunable_parts="mm_vision_tower,mm_mlp_adapter": the projector stage may train the tower too
+    assert LongVATrainingConfig("m", "d", stage="projector", tune_vision_tower=True).tune_vision_tower
     assert LongVATrainingConfig("m", "d", stage="projector").learning_rate == 1e-3
 
 
@@ -162,3 +162,30 @@ def test_hooks_apply_to_a_trainer_that_is_not_ours(tiny):
         pm.unregister(plugin)
     assert any(isinstance(cb, Marker) for cb in trainer.callback_handler.callbacks)
     assert getattr(trainer.model, "wrapped_by_plugin", None) == "lora"
+
+
+def test_projector_stage_with_tower_trains_and_saves_both(tiny, dataset_file, tmp_path):
+    from safetensors.torch import load_file
+
+    from longva_plugins.training.run import train
+
+    config = _config(tiny, dataset_file, tmp_path, stage="projector", tune_vision_tower=True, mm_vision_tower_lr=1e-2,
+                     max_steps=2)
+    trainer = train(config)
+    before = {n: p.detach().clone() for n, p in build_trainer_reference(config).named_parameters()}
+    after = dict(trainer.model.named_parameters())
+    changed = {n for n, p in after.items() if not torch.equal(p.detach(), before[n])}
+    assert any("vision_tower" in n for n in changed) and any("mm_projector" in n for n in changed)
+    assert all("vision_tower" in n or "mm_projector" in n for n in changed), sorted(changed)[:5]
+    out = Path(config.output_dir)
+    tower = load_file(out / "vision_tower.safetensors")
+    projector = load_file(out / "mm_projector.safetensors")
+    assert tower and all("vision_tower" in k for k in tower) and all("mm_projector" in k for k in projector)
+    for name, value in {**tower, **projector}.items():
+        assert torch.equal(value, after[name].detach()), name
+
+
+def build_trainer_reference(config):
+    from longva_plugins.models.longva import LongVAForCausalLM
+
+    return LongVAForCausalLM.from_pretrained(config.model_name_or_path)

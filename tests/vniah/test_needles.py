@@ -28,6 +28,11 @@ def test_the_original_needle_folder_layout_loads_as_it_is(tmp_path):
     assert [n.question for n in needles] == [r["prompt"] for r in rows]
     assert [n.answer for n in needles] == ["thing0", "thing1"]
     assert needles[1].image.shape == (40, 30, 3) and int(needles[1].image[0, 0, 0]) == 200
+    # the identity (what embedding caches key on) follows the content, not the folder's name
+    _image(tmp_path / "images" / "n1.png", 201)
+    changed, _ = resolve_needles(str(tmp_path))
+    assert changed != identity and changed.startswith("folder:")
+    assert resolve_needles(str(tmp_path))[0] == changed
 
 
 def test_unreadable_and_empty_images_are_all_listed(tmp_path):

@@ -1,4 +1,9 @@
-"""``longva-plugins demo``: the main job — V-NIAH through lmms-eval, offline, on the tiny checkpoint."""
+"""``longva-plugins demo``: the main job — V-NIAH through lmms-eval, offline, on LongVA-nano.
+
+By default the shipped LongVA-nano (trained on long text and short images only, see
+``examples/nano/``) retrieves the ``nano`` needles from the synthetic haystack video, up to 250
+frames; ``--pretrained`` runs any other checkpoint (``--tiny``: the random tiny one of the tests).
+"""
 
 from __future__ import annotations
 
@@ -15,10 +20,19 @@ def _run(args) -> int:
     from rich.table import Table
 
     from longva_plugins.models.longva import ensure_tiny_checkpoint
+    from longva_plugins.models.longva.nano import nano_checkpoint
+    from longva_plugins.nano.report import by_frames
     from longva_plugins.task_utils.common import side_output_dir
+    from longva_plugins.vniah.plot import load_scores
 
     console = Console()
-    checkpoint = Path(args.pretrained) if args.pretrained else ensure_tiny_checkpoint()
+    if args.pretrained:
+        checkpoint = Path(args.pretrained)
+    else:
+        checkpoint = ensure_tiny_checkpoint() if args.tiny else nano_checkpoint()
+    nano = not args.pretrained and not args.tiny
+    args.grid = args.grid or (NANO_GRID if nano else "small")
+    args.needles = args.needles or ("nano" if nano else "synthetic")
     out = Path(args.output_path).resolve()
     args.output_path = str(out)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
@@ -37,12 +51,13 @@ def _run(args) -> int:
         return 1
     average = json.loads(results[-1].read_text())["results"]["vniah"]["vniah_accuracy,none"]
     side = side_output_dir(args, "vniah")
-    breakdown = json.loads((side / "breakdown.json").read_text())
-    table = Table(title=f"V-NIAH on {checkpoint.name} ({elapsed:.0f} s)")
-    table.add_column("cell")
-    table.add_column("score", justify="right")
-    for cell, score in breakdown["cells"].items():
-        table.add_row(cell, f"{score:.2f}")
+    table = Table(title=f"V-NIAH on {checkpoint.name}: accuracy by frame count ({elapsed:.0f} s)")
+    table.add_column("frames", justify="right")
+    table.add_column("tokens", justify="right")
+    table.add_column("accuracy", justify="right")
+    per_frame = _tokens_per_frame(checkpoint)
+    for frames, score in by_frames(load_scores(side)).items():
+        table.add_row(str(frames), str(frames * per_frame) if per_frame else "?", f"{score:.2f}")
     console.print(table)
     console.print(f"average: [bold]{average:.3f}[/]")
     console.print(f"results: {results[-1]}")
@@ -51,11 +66,27 @@ def _run(args) -> int:
     return 0
 
 
+#: The demo's grid for LongVA-nano: up to 250 frames (4000 visual tokens, its stage-1 text length).
+NANO_GRID = "frames=10:250:60;depths=0,0.2,0.4,0.6,0.8,1"
+
+
+def _tokens_per_frame(checkpoint: Path) -> int | None:
+    try:
+        from longva_plugins.models.longva import LongVAConfig
+
+        return LongVAConfig.from_pretrained(str(checkpoint)).tokens_per_frame
+    except Exception:  # only a table column: never fail the demo over it
+        return None
+
+
 def register(subparsers) -> None:
-    parser = subparsers.add_parser("demo", help="run V-NIAH through lmms-eval offline on the embedded tiny checkpoint")
+    parser = subparsers.add_parser("demo", help="run V-NIAH through lmms-eval offline on the shipped LongVA-nano")
     parser.add_argument("--output-path", default="outputs/demo", help="lmms-eval --output_path (default: outputs/demo)")
-    parser.add_argument("--grid", default="small", help="V-NIAH grid: small, medium, paper or 'frames=MIN:MAX:STEP;depths=...'")
+    parser.add_argument("--grid", default=None, help="V-NIAH grid: small, medium, paper or 'frames=MIN:MAX:STEP;depths=...' "
+                        f"(default: {NANO_GRID!r} for LongVA-nano, small otherwise)")
     parser.add_argument("--haystack", default="synthetic", help="synthetic[:SEED] or a video file")
-    parser.add_argument("--needles", default="synthetic", help="synthetic, a needle folder or lmms-lab/v_niah_needles")
-    parser.add_argument("--pretrained", default=None, help="checkpoint (default: the embedded tiny random LongVA)")
+    parser.add_argument("--needles", default=None, help="nano, synthetic, a needle folder or lmms-lab/v_niah_needles "
+                        "(default: nano for LongVA-nano, synthetic otherwise)")
+    parser.add_argument("--pretrained", default=None, help="checkpoint (default: the shipped LongVA-nano)")
+    parser.add_argument("--tiny", action="store_true", help="use the random tiny checkpoint of the tests instead")
     parser.set_defaults(func=_run)

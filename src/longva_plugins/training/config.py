@@ -24,7 +24,7 @@ class LongVATrainingConfig:
     learning_rate: float | None = field(default=None, metadata={"help": "base lr (default: 1e-3 projector stage, 2e-4 lora, 1e-5 full)"})
     mm_projector_lr: float | None = field(default=None, metadata={"help": "separate projector lr (None: base lr)"})
     mm_vision_tower_lr: float | None = field(default=2e-6, metadata={"help": "vision tower lr when it is trained"})
-    tune_vision_tower: bool = field(default=False, metadata={"help": "train the CLIP tower (frozen by default)"})
+    tune_vision_tower: bool = field(default=False, metadata={"help": "train the CLIP tower too (frozen by default; any stage)"})
     lora_r: int = field(default=64, metadata={"help": "LoRA rank (LLaVA: 64)"})
     lora_alpha: int = field(default=16, metadata={"help": "LoRA alpha (LLaVA: 16)"})
     lora_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout (LLaVA: 0.05)"})
@@ -50,8 +50,6 @@ class LongVATrainingConfig:
             raise ConfigError(f"LoRA needs lora_r > 0 and lora_alpha > 0; got r={self.lora_r}, alpha={self.lora_alpha}")
         if not 0 <= self.lora_dropout < 1:
             raise ConfigError(f"lora_dropout must be in [0, 1); got {self.lora_dropout}")
-        if self.stage == "projector" and self.tune_vision_tower:
-            raise ConfigError("the projector stage trains only the projector; set tune_vision_tower=false or use stage full")
         if self.on_bad_sample not in ("skip", "error"):
             raise ConfigError(f"on_bad_sample must be 'skip' or 'error'; got {self.on_bad_sample!r}")
 

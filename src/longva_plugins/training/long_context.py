@@ -26,10 +26,12 @@ def pack_documents(documents: list[list[int]], seq_len: int, separator_id: int) 
     return torch.tensor(stream[: rows * seq_len], dtype=torch.long).view(rows, seq_len)
 
 
-def sequence_parallel_loss(model, input_ids: torch.Tensor, group=None, pad_id: int = 0):
+def sequence_parallel_loss(model, input_ids: torch.Tensor, group=None, pad_id: int = 0,
+                           labels: torch.Tensor | None = None):
     """Next-token loss of ``input_ids (B, L)`` with the sequence split over ``group``.
 
-    Every rank passes the same full batch; each keeps its zigzag shard. Returns ``(loss, tokens)``
+    Every rank passes the same full batch; each keeps its zigzag shard. ``labels`` (default: the
+    inputs) are aligned with the inputs, ``-100`` where no loss is taken (shifted here). Returns ``(loss, tokens)``
     where ``loss`` is this rank's *sum* over its tokens divided by the global token count, so that
     summing gradients over ranks (``all_reduce``) gives the gradient of the global mean loss.
     """
@@ -37,7 +39,7 @@ def sequence_parallel_loss(model, input_ids: torch.Tensor, group=None, pad_id: i
     rank = dist.get_rank(group) if dist.is_initialized() else 0
     device = next(model.parameters()).device
     shard = {k: v.to(device) if isinstance(v, torch.Tensor) else v
-             for k, v in shard_batch(input_ids, input_ids, world, rank, pad_id=pad_id).items()}
+             for k, v in shard_batch(input_ids, input_ids if labels is None else labels, world, rank, pad_id=pad_id).items()}
     logits = model(input_ids=shard["input_ids"], position_ids=shard["position_ids"]).logits
     labels = shard["labels"]
     local = torch.nn.functional.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(),

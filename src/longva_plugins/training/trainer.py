@@ -96,8 +96,12 @@ class LongVATrainer(Trainer):
 
             output_dir = output_dir or self.args.output_dir
             os.makedirs(output_dir, exist_ok=True)
-            projector = {k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items() if "mm_projector" in k}
+            state = self.model.state_dict()
+            projector = {k: v.detach().cpu().contiguous() for k, v in state.items() if "mm_projector" in k}
             save_file(projector, os.path.join(output_dir, "mm_projector.safetensors"))
+            if cfg.tune_vision_tower:  # LLaVA's mm_tunable_parts="mm_vision_tower,mm_mlp_adapter"
+                tower = {k: v.detach().cpu().contiguous() for k, v in state.items() if "vision_tower" in k}
+                save_file(tower, os.path.join(output_dir, "vision_tower.safetensors"))
             return
         super()._save(output_dir, state_dict)
 

@@ -1,4 +1,4 @@
-"""Built-in V-NIAH plugin: the offline synthetic needle set and haystack."""
+"""Built-in V-NIAH plugin: the offline needle sets (``synthetic``, LongVA-nano's ``nano``) and haystack."""
 
 from __future__ import annotations
 
@@ -7,9 +7,10 @@ from longva_plugins.hookspecs import hookimpl
 
 @hookimpl
 def longva_needle_sets():
+    from longva_plugins.nano.scenes import nano_needles
     from longva_plugins.vniah.needles import synthetic_needles
 
-    return {"synthetic": synthetic_needles}
+    return {"synthetic": synthetic_needles, "nano": nano_needles}
 
 
 @hookimpl

@@ -16,6 +16,7 @@ Sources, by name:
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -183,20 +184,36 @@ def load_hub_needles(name: str = HUB_NEEDLES) -> list[Needle]:
     return [Needle(np.asarray(r["image"].convert("RGB")), r["question"], r["answer"], id=f"hub-{i}") for i, r in enumerate(rows)]
 
 
+def needles_digest(needles: list[Needle]) -> str:
+    """A hash of every needle's image, question, answer and id: what embedding caches key on, so
+    a needle set whose content changes (a folder edited, a generator changed) is never served stale."""
+    h = hashlib.sha256()
+    for needle in needles:
+        image = np.ascontiguousarray(needle.image)
+        h.update(json.dumps([needle.id, needle.question, needle.answer, list(image.shape), str(image.dtype)]).encode())
+        h.update(image.tobytes())
+    return h.hexdigest()[:16]
+
+
 def resolve_needles(spec: str | None) -> tuple[str, list[Needle]]:
-    """``(identity, needles)`` for a needle-set name or folder."""
+    """``(identity, needles)`` for a needle-set name or folder; the identity ends with
+    :func:`needles_digest` of the content."""
     spec = spec or "synthetic"
+
+    def named(kind: str, needles: list[Needle]) -> tuple[str, list[Needle]]:
+        return f"{kind}:{needles_digest(needles)}", needles
+
     if spec == "synthetic":
-        return "synthetic:v1", synthetic_needles()
+        return named("synthetic:v1", synthetic_needles())
     from longva_plugins.plugins import get_plugin_manager
 
     for contribution in get_plugin_manager().hook.longva_needle_sets():
         if contribution and spec in contribution:
-            return f"plugin:{spec}", list(contribution[spec]())
+            return named(f"plugin:{spec}", list(contribution[spec]()))
     if os.path.isdir(spec):
-        return f"folder:{os.path.abspath(spec)}", load_needle_folder(spec)
+        return named(f"folder:{os.path.abspath(spec)}", load_needle_folder(spec))
     if spec == HUB_NEEDLES or "/" in spec:
-        return f"hub:{spec}", load_hub_needles(spec)
+        return named(f"hub:{spec}", load_hub_needles(spec))
     raise DataError(f"unknown needle set {spec!r}: use 'synthetic', a folder, or {HUB_NEEDLES}")
 
 

@@ -11,6 +11,7 @@ from longva_plugins.models.longva.modeling_longva import (
     ScoreOutput,
 )
 from longva_plugins.models.longva.processing_longva import LongVAImageProcessor, LongVAProcessor
+from longva_plugins.models.longva.nano import nano_checkpoint
 from longva_plugins.models.longva.tiny import ensure_tiny_checkpoint, make_tiny_checkpoint
 
 # Public registries: AutoConfig / AutoModelForCausalLM resolve "llava_qwen" checkpoints to LongVA.
@@ -29,6 +30,7 @@ __all__ = [
     "LongVAProjector",
     "ensure_tiny_checkpoint",
     "make_tiny_checkpoint",
+    "nano_checkpoint",
     "PrefillOutput",
     "ScoreOutput",
     "unires_pinpoints",

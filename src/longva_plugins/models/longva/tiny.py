@@ -29,8 +29,9 @@ nine ten zero yes no A B C D E The answer is Options: Question: Please answer br
 """
 
 
-def build_tiny_tokenizer(vocab_size: int = 480):
-    """A byte-level BPE tokenizer with Qwen2's special tokens, as a transformers tokenizer."""
+def build_tiny_tokenizer(vocab_size: int = 480, corpus: str | None = None):
+    """A byte-level BPE tokenizer with Qwen2's special tokens, as a transformers tokenizer
+    (learned from ``corpus``, default: a few prompt words)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -40,7 +41,7 @@ def build_tiny_tokenizer(vocab_size: int = 480):
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False
     )
-    core.train_from_iterator([_CORPUS] * 4, trainer=trainer)
+    core.train_from_iterator([_CORPUS] * 4 if corpus is None else [corpus], trainer=trainer)
     core.add_special_tokens(SPECIAL_TOKENS)  # after the BPE vocabulary, in Qwen2's order
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=core,
@@ -77,12 +78,17 @@ def _init_unit_scale(model: torch.nn.Module, seed: int) -> None:
 
 
 def make_tiny_checkpoint(out_dir: str | os.PathLike, seed: int = 0, num_shards: int = 2,
-                         hidden_size: int = 64, num_layers: int = 2, vocab_size: int = 512) -> Path:
+                         hidden_size: int = 64, num_layers: int = 2, vocab_size: int = 512,
+                         tokenizer=None, vision: dict | None = None, unit_scale: bool = True,
+                         tower_name: str = "tiny-random-clip-vit-336", pool_stride: int = 2) -> Path:
     """Write a random tiny LongVA checkpoint in the real layout to ``out_dir``; return its path.
 
     Deterministic by ``seed``. The language model has ``hidden_size`` width, ``num_layers``
     layers, 4 query and 2 key/value heads; the CLIP tower is 336 px, patch 14 (576 patches),
-    width 32, 2 layers. ``num_shards > 1`` writes sharded safetensors with an index.
+    width 32, 2 layers (``vision`` overrides those CLIPVisionConfig fields). ``num_shards > 1``
+    writes sharded safetensors with an index. ``unit_scale`` draws unit-scale weights (stable
+    argmaxes for tests); otherwise transformers' own initialisation (a model to train).
+    ``pool_stride`` is UniRes' ``mm_spatial_pool_stride`` (LongVA: 2).
     """
     from transformers import CLIPVisionConfig, GenerationConfig
 
@@ -91,13 +97,13 @@ def make_tiny_checkpoint(out_dir: str | os.PathLike, seed: int = 0, num_shards: 
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    tokenizer = build_tiny_tokenizer()
+    tokenizer = tokenizer or build_tiny_tokenizer()
     if len(tokenizer) > vocab_size:
         raise ValueError(f"vocab_size {vocab_size} is smaller than the tokenizer ({len(tokenizer)} tokens)")
-    vision = CLIPVisionConfig(
-        hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, image_size=336,
-        patch_size=14, hidden_act="quick_gelu", layer_norm_eps=1e-5, projection_dim=32,
-    )
+    vision = CLIPVisionConfig(**{
+        "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2, "image_size": 336,
+        "patch_size": 14, "hidden_act": "quick_gelu", "layer_norm_eps": 1e-5, "projection_dim": 32, **(vision or {}),
+    })
     config = LongVAConfig(
         vision_config=vision,
         vocab_size=vocab_size,
@@ -115,9 +121,10 @@ def make_tiny_checkpoint(out_dir: str | os.PathLike, seed: int = 0, num_shards: 
         bos_token_id=None,
         eos_token_id=tokenizer.convert_tokens_to_ids("<|im_end|>"),
         pad_token_id=tokenizer.convert_tokens_to_ids("<|endoftext|>"),
-        mm_hidden_size=32,
+        mm_hidden_size=vision.hidden_size,
         image_grid_pinpoints=unires_pinpoints(),
-        mm_vision_tower="tiny-random-clip-vit-336",
+        mm_vision_tower=tower_name,
+        mm_spatial_pool_stride=pool_stride,
     )
     torch_state = torch.random.get_rng_state()
     try:
@@ -125,7 +132,8 @@ def make_tiny_checkpoint(out_dir: str | os.PathLike, seed: int = 0, num_shards: 
         model = LongVAForCausalLM(config)
     finally:
         torch.random.set_rng_state(torch_state)
-    _init_unit_scale(model, seed)
+    if unit_scale:
+        _init_unit_scale(model, seed)
     total_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
     shard = max(total_bytes // max(num_shards, 1) + 1024, 1024)
     model.save_pretrained(out, max_shard_size=shard if num_shards > 1 else "10GB", safe_serialization=True)

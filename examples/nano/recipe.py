@@ -1,0 +1,181 @@
+"""LongVA-nano, the whole recipe: long text -> short vision -> long video, zero-shot, with a control.
+
+    python examples/nano/recipe.py --out outputs/nano            # ~30 min on 2 CPU cores
+    python examples/nano/recipe.py --out outputs/nano --install  # ... and ship the result in the package
+
+Stage 0 (the tower, ``stage0_tower.py``): the tiny CLIP-style tower is pretrained on its own
+procedural scenes (as LongVA's CLIP was pretrained before LongVA), no language model involved.
+Stage 1 (long text, ``stage1_text.py``): the nano language model learns text needle-in-a-haystack
+with a length curriculum up to ``L_TEXT`` tokens; the last phases split the sequence over 2 gloo
+ranks with zigzag ring attention. The *control* is the same run stopped after the short phase.
+Stage 2 (short vision, ``longva-plugins train stage2_vision.yaml``): the projector learns, between
+the frozen tower and the frozen language model, to answer the colour of the framed square in single
+anyres images (at most 10 tiles: under ``L_TEXT / 8`` tokens), with a curriculum (large squares on
+grey first). Evaluation (``lmms-eval --model longva --tasks vniah``): V-NIAH with the ``nano`` needles
+on haystacks no stage saw -- the synthetic V-NIAH video (two seeds) and a video of photographs --
+up to ``L_TEXT`` tokens of frames. Writes ``report.md`` / ``report.json`` and the heatmaps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+#: Longest text sample of stage 1 (tokens); V-NIAH goes up to this many tokens of frames.
+L_TEXT = 4096
+#: Stage-1 phases: (name, min length, max length, steps, ranks). The control stops after "short".
+STAGE1 = [
+    ("short", 64, 256, 800, 1),
+    ("1k", 256, 1024, 150, 1),
+    ("2k", 1024, 2048, 80, 2),
+    ("long", 2048, L_TEXT, 60, 2),
+]
+#: Stage-0 (tower pretraining) steps of 16 scenes.
+STAGE0_STEPS = 1500
+#: Stage-2 phases: (name, difficulty range of the images, images, steps) -- easy scenes first.
+STAGE2 = [
+    ("easy", "0:0.6", 800, 250),
+    ("hard", "0.5:1", 1600, 600),
+]
+#: The V-NIAH grid: frames x depths (16 tokens a frame: 250 frames = 4000 tokens).
+GRID = "frames=10:250:40;depths=0,0.2,0.4,0.6,0.8,1"
+TEXT_EVAL = [256, 512, 1024, 2048, 4096]
+
+
+def log(message: str) -> None:
+    print(f"[nano {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def run(cmd: list[str], env: dict | None = None, log_file: Path | None = None) -> None:
+    log("$ " + " ".join(str(c) for c in cmd))
+    with open(log_file, "a") if log_file else open(os.devnull, "w") as sink:
+        proc = subprocess.run([str(c) for c in cmd], env={**os.environ, **(env or {})},
+                              stdout=sink if log_file else None, stderr=subprocess.STDOUT if log_file else None)
+    if proc.returncode:
+        raise SystemExit(f"step failed (exit {proc.returncode}): {' '.join(map(str, cmd))}"
+                         + (f"; see {log_file}" if log_file else ""))
+
+
+def stage1(out: Path, init: Path) -> dict[str, Path]:
+    """Run the text curriculum; return the checkpoint after each phase."""
+    done, previous = {}, init
+    for name, lo, hi, steps, ranks in STAGE1:
+        target = out / f"stage1-{name}"
+        if not (target / "config.json").is_file():
+            launcher = [sys.executable] if ranks == 1 else [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                                                             f"--nproc_per_node={ranks}"]
+            run(launcher + [HERE / "stage1_text.py", "--checkpoint", previous, "--out", target, "--min-length", lo,
+                            "--max-length", hi, "--steps", steps, "--warmup", 50 if previous == init else 0],
+                log_file=out / "logs" / f"stage1-{name}.log")
+        done[name], previous = target, target
+    return done
+
+
+def text_eval(out: Path, checkpoint: Path, name: str) -> dict:
+    report = out / f"text-niah-{name}.json"
+    if not report.is_file():
+        run([sys.executable, HERE / "stage1_text.py", "--checkpoint", checkpoint, "--steps", 0, "--eval-lengths",
+             ",".join(map(str, TEXT_EVAL)), "--report", report], log_file=out / "logs" / f"text-eval-{name}.log")
+    return json.loads(report.read_text())
+
+
+def images(out: Path) -> dict[str, Path]:
+    data = {}
+    for i, (name, difficulty, count, _) in enumerate(STAGE2):
+        folder = out / f"images-{name}"
+        if not (folder / "data.json").is_file():
+            run([sys.executable, HERE / "make_images.py", "--out", folder, "--count", count, "--seed", 100 + i,
+                 "--difficulty", difficulty], log_file=out / "logs" / f"images-{name}.log")
+        data[name] = folder / "data.json"
+    return data
+
+
+def stage2(out: Path, lm: Path, data: dict[str, Path], label: str) -> Path:
+    """Both stage-2 phases on top of the language model ``lm``; returns the assembled checkpoint."""
+    from longva_plugins.models.longva.nano import merge_vision_weights
+
+    final = out / f"nano-{label}"
+    if (final / "config.json").is_file():
+        return final
+    previous = lm
+    for name, _, _, steps in STAGE2:
+        weights = out / f"stage2-{label}-{name}"
+        run([sys.executable, "-m", "longva_plugins.cli", "train", HERE / "stage2_vision.yaml",
+             "--set", f"model_name_or_path={previous}", "--set", f"data_path={data[name]}",
+             "--set", f"output_dir={weights}", "--set", f"max_steps={steps}"],
+            log_file=out / "logs" / f"stage2-{label}-{name}.log")
+        previous = merge_vision_weights(previous, weights, out / f"stage2-{label}-{name}-merged")
+    shutil.copytree(previous, final)
+    return final
+
+
+def photo_haystack(out: Path) -> Path:
+    path = out / "haystacks" / "photos.mp4"
+    if not path.is_file():
+        run([sys.executable, HERE / "make_photo_video.py", "--out", path, "--frames", 260])
+    return path
+
+
+def vniah(out: Path, checkpoint: Path, haystack: str, tag: str) -> dict:
+    """V-NIAH through lmms-eval; returns ``{"average", "by_frames", "heatmap"}``."""
+    from longva_plugins.nano.report import vniah_summary
+
+    result_dir = out / "vniah" / tag
+    if not list(result_dir.rglob("*_results.json")):
+        env = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+               "LONGVA_VNIAH_GRID": GRID, "LONGVA_VNIAH_HAYSTACK": haystack, "LONGVA_VNIAH_NEEDLES": "nano",
+               "LONGVA_VNIAH_TRAIN_FRAMES": str(STAGE2_MAX_TOKENS // 16)}
+        run([sys.executable, "-m", "lmms_eval", "eval", "--model", "longva", "--model_args", f"pretrained={checkpoint}",
+             "--tasks", "vniah", "--output_path", result_dir], env=env, log_file=out / "logs" / f"vniah-{tag}.log")
+    return vniah_summary(result_dir)
+
+
+#: Longest stage-2 sample: 10 tiles of 16 tokens plus the text (drawn as a line on the heatmaps).
+STAGE2_MAX_TOKENS = 10 * 16
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="outputs/nano")
+    parser.add_argument("--install", action="store_true", help="copy the long model into the package (nano_checkpoint())")
+    args = parser.parse_args()
+    from longva_plugins.models.longva.nano import install_nano, make_nano_init
+    from longva_plugins.nano.report import write_report
+
+    out = Path(args.out).resolve()
+    (out / "logs").mkdir(parents=True, exist_ok=True)
+    start = time.time()
+    init = out / "init"
+    if not (init / "config.json").is_file():
+        make_nano_init(init)
+    tower = out / "stage0-tower"
+    if not (tower / "config.json").is_file():
+        run([sys.executable, HERE / "stage0_tower.py", "--checkpoint", init, "--out", tower, "--steps", STAGE0_STEPS],
+            log_file=out / "logs" / "stage0-tower.log")
+    lms = stage1(out, tower)
+    text = {"long": text_eval(out, lms["long"], "long"), "control": text_eval(out, lms["short"], "control")}
+    log(f"text NIAH: {text}")
+    data = images(out)
+    models = {"long": stage2(out, lms["long"], data, "long"), "control": stage2(out, lms["short"], data, "control")}
+    haystacks = {"synthetic": "synthetic", "synthetic-seed7": "synthetic:7", "photos": str(photo_haystack(out))}
+    results = {}
+    for model, checkpoint in models.items():
+        for hay, spec in haystacks.items():
+            results[f"{model}/{hay}"] = vniah(out, checkpoint, spec, f"{model}-{hay}")
+            log(f"V-NIAH {model} on {hay}: average {results[f'{model}/{hay}']['average']:.3f}")
+    elapsed = time.time() - start
+    report = write_report(out, text, results, elapsed, L_TEXT, STAGE2_MAX_TOKENS, GRID)
+    log(f"report: {report} ({elapsed / 60:.1f} min)")
+    if args.install:
+        log(f"installed: {install_nano(models['long'])}")
+
+
+if __name__ == "__main__":
+    main()

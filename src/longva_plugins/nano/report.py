@@ -1,0 +1,105 @@
+"""LongVA-nano's report: V-NIAH accuracy by frame count, text NIAH by length, side-by-side heatmaps."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from longva_plugins.fileio import atomic_output, atomic_write_text
+from longva_plugins.vniah.plot import average_accuracy, find_results_file, load_scores
+
+
+def by_frames(scores: list[dict]) -> dict[int, float]:
+    """Mean score per frame count (over depths) of ``all_accuracies`` rows."""
+    groups: dict[int, list[float]] = {}
+    for s in scores:
+        groups.setdefault(int(s["Num. Frame"]), []).append(float(s["Score"]))
+    return {n: sum(v) / len(v) for n, v in sorted(groups.items())}
+
+
+def vniah_summary(result_dir: str | Path) -> dict:
+    """``{"average", "by_frames", "heatmap", "scores"}`` of one V-NIAH run (its ``--output_path``)."""
+    path = find_results_file(result_dir)
+    scores = load_scores(path)
+    return {"average": average_accuracy(scores), "by_frames": by_frames(scores),
+            "heatmap": str(path.with_name("heatmap.png")), "scores": scores}
+
+
+def side_by_side(left: list[dict], right: list[dict], titles: tuple[str, str], path: str | Path,
+                 train_frames: float | None = None) -> Path:
+    """Two V-NIAH heatmaps in one figure (same colours and axes as :func:`plot_heatmap`)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+    from matplotlib.colors import LinearSegmentedColormap
+
+    from longva_plugins.vniah.plot import PAPER_COLOURS, frame_tick
+
+    cmap = LinearSegmentedColormap.from_list("vniah", list(PAPER_COLOURS))
+    with plt.rc_context({"font.size": 12}):
+        fig, axes = plt.subplots(1, 2, figsize=(17, 4.8), sharey=True)
+        for ax, scores, title in zip(axes, (left, right), titles):
+            frames = sorted({s["Num. Frame"] for s in scores})
+            depths = sorted({s["Frame Depth"] for s in scores})
+            grid = np.full((len(depths), len(frames)), np.nan)
+            for s in scores:
+                grid[depths.index(s["Frame Depth"]), frames.index(s["Num. Frame"])] = s["Score"]
+            mesh = ax.pcolormesh(grid, cmap=cmap, vmin=0, vmax=1, edgecolors="white", linewidth=1.5)
+            ax.invert_yaxis()
+            ax.set_xticks(np.arange(len(frames)) + 0.5, [frame_tick(f) for f in frames])
+            ax.set_yticks(np.arange(len(depths)) + 0.5, [f"{d:g}" for d in depths])
+            ax.set_xlabel("Num. of Frames")
+            ax.set_title(f"{title} (average {np.nanmean(grid):.3f})")
+            if train_frames and frames and frames[0] <= train_frames <= frames[-1]:
+                ax.axvline(np.interp(train_frames, frames, np.arange(len(frames)) + 0.5), color="white",
+                           linestyle=":", linewidth=2)
+        axes[0].set_ylabel("Depth Percent")
+        fig.colorbar(mesh, ax=list(axes), label="Score")
+        path = Path(path)
+        with atomic_output(path) as tmp:
+            fig.savefig(tmp, dpi=90, bbox_inches="tight")
+        plt.close(fig)
+    return path
+
+
+def _table(rows: dict[str, dict], key_name: str) -> list[str]:
+    keys = sorted({k for r in rows.values() for k in r}, key=int)
+    lines = [f"| {key_name} | " + " | ".join(str(k) for k in keys) + " |",
+             "|---|" + "---:|" * len(keys)]
+    for name, row in rows.items():
+        lines.append(f"| {name} | " + " | ".join(f"{row[k]:.2f}" if k in row else "" for k in keys) + " |")
+    return lines
+
+
+def write_report(out: Path, text: dict, vniah: dict, elapsed_s: float, l_text: int, align_tokens: int,
+                 grid: str) -> Path:
+    """``report.json``, ``report.md`` and one side-by-side heatmap per haystack under ``out``."""
+    tokens_per_frame = 16
+    hays = sorted({k.split("/", 1)[1] for k in vniah})
+    md = [f"# LongVA-nano recipe report ({elapsed_s / 60:.1f} min)", "",
+          f"L_text = {l_text} tokens; longest stage-2 image = {align_tokens} visual tokens; "
+          f"V-NIAH grid `{grid}`, {tokens_per_frame} tokens a frame.", "",
+          "## Text needle-in-a-haystack (stage 1), accuracy by length in tokens", ""]
+    md += _table({name: {int(k): v for k, v in row.items()} for name, row in text.items()}, "model")
+    md += ["", "## V-NIAH (zero-shot), accuracy by frame count", ""]
+    md += _table({f"{k} (avg {v['average']:.3f})": v["by_frames"] for k, v in vniah.items()}, "model / haystack")
+    figures = {}
+    for hay in hays:
+        long, control = vniah.get(f"long/{hay}"), vniah.get(f"control/{hay}")
+        if long and control:
+            figure = side_by_side(long["scores"], control["scores"], ("LongVA-nano (long text)", "control (short text)"),
+                                  out / f"heatmaps-{hay}.png", train_frames=align_tokens / tokens_per_frame)
+            figures[hay] = str(figure)
+            md += ["", f"![{hay}]({figure.name})"]
+    payload = {"elapsed_s": elapsed_s, "l_text": l_text, "align_tokens": align_tokens, "grid": grid, "text_niah": text,
+               "vniah": {k: {kk: vv for kk, vv in v.items() if kk != "scores"} for k, v in vniah.items()},
+               "figures": figures}
+    atomic_write_text(out / "report.json", json.dumps(payload, indent=2))
+    path = out / "report.md"
+    atomic_write_text(path, "\n".join(md) + "\n")
+    return path
+
+
+__all__ = ["by_frames", "side_by_side", "vniah_summary", "write_report"]

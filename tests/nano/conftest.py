@@ -1,0 +1,10 @@
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint():
+    from longva_plugins.models.longva import ensure_tiny_checkpoint
+
+    return ensure_tiny_checkpoint()
