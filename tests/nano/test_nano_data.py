@@ -137,3 +137,29 @@ def test_merge_vision_weights_replaces_projector_and_tower_only(tiny_checkpoint,
     with pytest.raises(CheckpointError, match="nope.weight"):
         merge_vision_weights(tiny_checkpoint, weights, tmp_path / "bad")
     assert not (tmp_path / "bad").exists()
+
+
+def test_report_tables_and_figures(tmp_path):
+    from longva_plugins.nano.report import by_frames, write_report
+    from longva_plugins.vniah.plot import cell_scores, write_all_accuracies
+
+    def run(name, correct):
+        records = [{"frames": n, "depth": d, "correct": correct(n, d)} for n in (10, 50) for d in (0.0, 1.0) for _ in range(2)]
+        folder = tmp_path / name / "longva" / "vniah"
+        write_all_accuracies(cell_scores(records), folder)
+        from longva_plugins.nano.report import vniah_summary
+
+        return vniah_summary(tmp_path / name)
+
+    long = run("long", lambda n, d: 1)
+    control = run("control", lambda n, d: int(n == 10 or d == 1.0))
+    assert long["by_frames"] == {10: 1.0, 50: 1.0} and control["by_frames"] == {10: 1.0, 50: 0.5}
+    assert by_frames(control["scores"]) == control["by_frames"]
+    report = write_report(tmp_path, {"long": {"256": 1.0}, "control": {"256": 0.5}},
+                          {"long/syn": long, "control/syn": control}, 60.0, 4096, 160, "frames=10:50:40")
+    text = report.read_text()
+    assert "| control/syn (avg 0.750) | 1.00 | 0.50 |" in text and "| long | 1.00 |" in text
+    assert (tmp_path / "heatmaps-syn.png").stat().st_size > 1000
+    import json
+
+    assert json.loads((tmp_path / "report.json").read_text())["vniah"]["control/syn"]["average"] == 0.75

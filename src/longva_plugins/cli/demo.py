@@ -75,7 +75,7 @@ def _tokens_per_frame(checkpoint: Path) -> int | None:
         from longva_plugins.models.longva import LongVAConfig
 
         return LongVAConfig.from_pretrained(str(checkpoint)).tokens_per_frame
-    except Exception:  # only a table column: never fail the demo over it
+    except (OSError, ValueError, KeyError):  # only a table column: never fail the demo over it
         return None
 
 

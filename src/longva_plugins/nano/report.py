@@ -27,35 +27,19 @@ def vniah_summary(result_dir: str | Path) -> dict:
 
 def side_by_side(left: list[dict], right: list[dict], titles: tuple[str, str], path: str | Path,
                  train_frames: float | None = None) -> Path:
-    """Two V-NIAH heatmaps in one figure (same colours and axes as :func:`plot_heatmap`)."""
+    """Two V-NIAH heatmaps in one figure (drawn as :func:`~longva_plugins.vniah.plot.plot_heatmap` draws one)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import numpy as np
-    from matplotlib.colors import LinearSegmentedColormap
 
-    from longva_plugins.vniah.plot import PAPER_COLOURS, frame_tick
+    from longva_plugins.vniah.plot import draw_heatmap
 
-    cmap = LinearSegmentedColormap.from_list("vniah", list(PAPER_COLOURS))
     with plt.rc_context({"font.size": 12}):
         fig, axes = plt.subplots(1, 2, figsize=(17, 4.8), sharey=True)
         for ax, scores, title in zip(axes, (left, right), titles):
-            frames = sorted({s["Num. Frame"] for s in scores})
-            depths = sorted({s["Frame Depth"] for s in scores})
-            grid = np.full((len(depths), len(frames)), np.nan)
-            for s in scores:
-                grid[depths.index(s["Frame Depth"]), frames.index(s["Num. Frame"])] = s["Score"]
-            mesh = ax.pcolormesh(grid, cmap=cmap, vmin=0, vmax=1, edgecolors="white", linewidth=1.5)
-            ax.invert_yaxis()
-            ax.set_xticks(np.arange(len(frames)) + 0.5, [frame_tick(f) for f in frames])
-            ax.set_yticks(np.arange(len(depths)) + 0.5, [f"{d:g}" for d in depths])
-            ax.set_xlabel("Num. of Frames")
-            ax.set_title(f"{title} (average {np.nanmean(grid):.3f})")
-            if train_frames and frames and frames[0] <= train_frames <= frames[-1]:
-                ax.axvline(np.interp(train_frames, frames, np.arange(len(frames)) + 0.5), color="white",
-                           linestyle=":", linewidth=2)
-        axes[0].set_ylabel("Depth Percent")
+            mesh = draw_heatmap(ax, scores, title, train_frames)
+        axes[1].set_ylabel("")
         fig.colorbar(mesh, ax=list(axes), label="Score")
         path = Path(path)
         with atomic_output(path) as tmp:

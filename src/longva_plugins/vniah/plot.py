@@ -41,6 +41,33 @@ def frame_tick(frames: int) -> str:
     return f"{frames / 1000:.1f}K" if frames % 100 == 0 else str(frames)
 
 
+def draw_heatmap(ax, scores: list[dict], title: str, train_frames: float | None = None):
+    """Draw the V-NIAH heatmap of ``scores`` on a matplotlib axis (see :func:`plot_heatmap`);
+    returns the mesh (for a colour bar)."""
+    import numpy as np
+    from matplotlib.colors import LinearSegmentedColormap
+
+    frames = sorted({s["Num. Frame"] for s in scores})
+    depths = sorted({s["Frame Depth"] for s in scores})
+    grid = np.full((len(depths), len(frames)), np.nan)
+    for s in scores:
+        grid[depths.index(s["Frame Depth"]), frames.index(s["Num. Frame"])] = s["Score"]
+    cmap = LinearSegmentedColormap.from_list("vniah", list(PAPER_COLOURS))
+    mesh = ax.pcolormesh(grid, cmap=cmap, vmin=0, vmax=1, edgecolors="white", linewidth=1.5)
+    if not ax.yaxis_inverted():  # depth 0 at the top (axes sharing y are inverted once)
+        ax.invert_yaxis()
+    ax.set_xticks(np.arange(len(frames)) + 0.5, [frame_tick(f) for f in frames])
+    ax.set_yticks(np.arange(len(depths)) + 0.5, [f"{d:g}" for d in depths])
+    ax.set_xlabel("Num. of Frames")
+    ax.set_ylabel("Depth Percent")
+    average = float(np.nanmean(grid)) if grid.size else float("nan")
+    ax.set_title(f"{title} (average {average:.3f})")
+    if train_frames and len(frames) > 1 and frames[0] <= train_frames <= frames[-1]:
+        x = np.interp(train_frames, frames, np.arange(len(frames)) + 0.5)
+        ax.axvline(x, color="white", linestyle=":", linewidth=2)
+    return mesh
+
+
 def plot_heatmap(scores: list[dict], path: str | os.PathLike, title: str = "V-NIAH",
                  train_frames: float | None = None) -> Path:
     """The original's V-NIAH heatmap: rows = depth (0 at the top), columns = frames, red -> amber
@@ -56,30 +83,11 @@ def plot_heatmap(scores: list[dict], path: str | os.PathLike, title: str = "V-NI
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
-        from matplotlib.colors import LinearSegmentedColormap
     except ImportError as exc:  # pragma: no cover - matplotlib is a dependency
         raise ImportError("the V-NIAH heatmap needs matplotlib: pip install matplotlib") from exc
-    import numpy as np
-
-    frames = sorted({s["Num. Frame"] for s in scores})
-    depths = sorted({s["Frame Depth"] for s in scores})
-    grid = np.full((len(depths), len(frames)), np.nan)
-    for s in scores:
-        grid[depths.index(s["Frame Depth"]), frames.index(s["Num. Frame"])] = s["Score"]
-    cmap = LinearSegmentedColormap.from_list("vniah", list(PAPER_COLOURS))
     with plt.rc_context({"font.size": 14}):
         fig, ax = plt.subplots(figsize=(17.5, 8))
-        mesh = ax.pcolormesh(grid, cmap=cmap, vmin=0, vmax=1, edgecolors="white", linewidth=1.5)
-        ax.invert_yaxis()  # depth 0 at the top
-        ax.set_xticks(np.arange(len(frames)) + 0.5, [frame_tick(f) for f in frames])
-        ax.set_yticks(np.arange(len(depths)) + 0.5, [f"{d:g}" for d in depths])
-        ax.set_xlabel("Num. of Frames")
-        ax.set_ylabel("Depth Percent")
-        average = float(np.nanmean(grid)) if grid.size else float("nan")
-        ax.set_title(f"{title} (average {average:.3f})")
-        if train_frames and len(frames) > 1 and frames[0] <= train_frames <= frames[-1]:
-            x = np.interp(train_frames, frames, np.arange(len(frames)) + 0.5)
-            ax.axvline(x, color="white", linestyle=":", linewidth=2)
+        mesh = draw_heatmap(ax, scores, title, train_frames)
         fig.colorbar(mesh, ax=ax, label="Score")
         fig.tight_layout()
         path = Path(path)
@@ -107,4 +115,4 @@ def load_scores(results: str | os.PathLike) -> list[dict]:
     return json.loads(find_results_file(results).read_text())
 
 
-__all__ = ["PAPER_COLOURS", "cell_scores", "find_results_file", "load_scores", "plot_heatmap", "write_all_accuracies"]
+__all__ = ["PAPER_COLOURS", "cell_scores", "draw_heatmap", "find_results_file", "load_scores", "plot_heatmap", "write_all_accuracies"]
