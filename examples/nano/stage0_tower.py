@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -30,12 +29,8 @@ def main():
     parser.add_argument("--lr", type=float, default=2e-3, help="peak of a one-cycle schedule")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    import tempfile
-
-    from safetensors.torch import save_file
-
     from longva_plugins.models.longva import LongVAForCausalLM, LongVAProcessor
-    from longva_plugins.models.longva.nano import merge_vision_weights
+    from longva_plugins.models.longva.nano import save_checkpoint
     from longva_plugins.nano.scenes import COLOURS, TILE, cell_labels, compose
 
     torch.manual_seed(args.seed)
@@ -76,10 +71,7 @@ def main():
         if (step + 1) % 50 == 0 or step + 1 == args.steps:
             print(f"[stage0] step {step + 1}/{args.steps} loss {np.mean(losses[-50:]):.4f} "
                   f"square-cell accuracy {np.mean(accs[-50:]):.2f} ({time.time() - start:.0f} s)", flush=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        state = {k: v.detach().contiguous() for k, v in model.state_dict().items() if "vision_tower" in k}
-        save_file(state, str(Path(tmp) / "vision_tower.safetensors"))
-        merge_vision_weights(args.checkpoint, tmp, args.out)
+    save_checkpoint(model, args.checkpoint, args.out)
     print(f"[stage0] saved {args.out}", flush=True)
 
 

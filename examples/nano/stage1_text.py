@@ -14,9 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -64,6 +62,7 @@ def main():
     from longva_plugins.attention import ZIGZAG
     from longva_plugins.fileio import atomic_write_text
     from longva_plugins.models.longva import LongVAForCausalLM, LongVAProcessor
+    from longva_plugins.models.longva.nano import save_checkpoint
     from longva_plugins.nano.text import TextNeedleTask
     from longva_plugins.training.long_context import all_reduce_gradients, sequence_parallel_loss
 
@@ -103,17 +102,9 @@ def main():
             print(f"[stage1 {args.max_length}] step {step + 1}/{args.steps} loss {np.mean(losses[-25:]):.4f} "
                   f"({time.time() - start:.0f} s)", flush=True)
     if rank == 0 and args.steps:
-        out = Path(args.out)
-        staging = out.with_name(f".{out.name}.partial")
-        shutil.rmtree(staging, ignore_errors=True)
-        shutil.copytree(args.checkpoint, staging)
-        for old in staging.glob("model*.safetensors*"):
-            old.unlink()
         model.config._attn_implementation = "sdpa"
-        model.save_pretrained(staging, safe_serialization=True)
-        shutil.rmtree(out, ignore_errors=True)
-        os.replace(staging, out)
-        print(f"[stage1 {args.max_length}] saved {out} ({time.time() - start:.0f} s)", flush=True)
+        save_checkpoint(model, args.checkpoint, args.out)
+        print(f"[stage1 {args.max_length}] saved {args.out} ({time.time() - start:.0f} s)", flush=True)
     if distributed:
         dist.barrier()
         dist.destroy_process_group()

@@ -53,9 +53,6 @@ def nano_checkpoint() -> Path:
     return folder
 
 
-
-
-
 def merge_vision_weights(checkpoint: str | os.PathLike, weights_dir: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
     """``checkpoint`` with the projector (and tower) a ``stage: projector`` run saved in
     ``weights_dir`` (``mm_projector.safetensors``, ``vision_tower.safetensors``), as a new checkpoint
@@ -80,14 +77,20 @@ def merge_vision_weights(checkpoint: str | os.PathLike, weights_dir: str | os.Pa
     if unknown:
         raise CheckpointError(f"{weights}: weights the model does not have: {', '.join(unknown[:5])}")
     model.load_state_dict(state, strict=False)
-    out = Path(out_dir)
-    staging = out.with_name(f".{out.name}.partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    shutil.copytree(checkpoint, staging, ignore=shutil.ignore_patterns("model*.safetensors*"))
-    model.save_pretrained(staging, safe_serialization=True)
-    shutil.rmtree(out, ignore_errors=True)
-    os.replace(staging, out)
-    return out
+    return save_checkpoint(model, checkpoint, out_dir)
+
+
+def save_checkpoint(model, source: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
+    """Save ``model``'s weights with every other file of the checkpoint folder ``source``
+    (config, tokenizer, ...) as the checkpoint folder ``out_dir``, atomically."""
+    import shutil
+
+    from longva_plugins.fileio import atomic_directory
+
+    with atomic_directory(out_dir) as tmp:
+        shutil.copytree(source, tmp, dirs_exist_ok=True, ignore=shutil.ignore_patterns("model*.safetensors*"))
+        model.save_pretrained(tmp, safe_serialization=True)
+    return Path(out_dir)
 
 
 def install_nano(checkpoint: str | os.PathLike) -> Path:
@@ -95,14 +98,13 @@ def install_nano(checkpoint: str | os.PathLike) -> Path:
     :func:`nano_checkpoint` returns and wheels carry)."""
     import shutil
 
+    from longva_plugins.fileio import atomic_directory
+
     target = Path(__file__).resolve().parent / SHIPPED
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = target.with_name(f".{target.name}.partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    shutil.copytree(checkpoint, staging)
-    shutil.rmtree(target, ignore_errors=True)
-    os.replace(staging, target)
+    with atomic_directory(target) as tmp:
+        shutil.copytree(checkpoint, tmp, dirs_exist_ok=True)
     return target
 
+
 __all__ = ["NANO_TEXT", "NANO_TOWER", "NANO_VISION", "install_nano", "make_nano_init", "merge_vision_weights",
-           "nano_checkpoint", "nano_tokenizer"]
+           "nano_checkpoint", "nano_tokenizer", "save_checkpoint"]
