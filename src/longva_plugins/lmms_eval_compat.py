@@ -26,7 +26,10 @@ Workarounds where lmms-eval 0.7.x leaves no public route (tested in
    :class:`~longva_plugins.errors.SettingError`; at interpreter exit, only when the process is
    lmms-eval's CLI, the message is printed as the last line and the process exits with status 2
    (``os._exit``, after flushing output: lmms-eval's ``__main__`` calls ``sys.exit(0)`` itself, and
-   an exit handler cannot change that status any other way).
+   an exit handler cannot change that status any other way). Tasks need nothing for it: the
+   wrapped ``TaskManager.load_task_or_group`` (workaround 1's class) records any setting error
+   raised while a task -- shipped or a plugin's -- is built, also through lmms-eval's retry
+   wrapper; the ``longva`` model records its own (:func:`settings_checked` on its ``__init__``).
 4. **filelock.** lmms-eval 0.7.3's evaluator imports ``filelock._api``, which filelock 4.3 removed;
    ``pyproject.toml`` bounds ``filelock<4.3`` and :func:`filelock_problem` lets ``doctor`` say so.
 
@@ -127,13 +130,53 @@ def _wrap_initialize_tasks(original):
     return initialize_tasks
 
 
+def setting_error_in(exc: BaseException | None):
+    """The :class:`~longva_plugins.errors.SettingError` behind ``exc`` (itself, its cause or
+    context, or the last attempt of a tenacity ``RetryError``, as lmms-eval wraps a task's
+    ``process_docs``), or ``None``."""
+    from longva_plugins.errors import SettingError
+
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, SettingError):
+            return exc
+        attempt = getattr(exc, "last_attempt", None)
+        inner = None
+        if attempt is not None and getattr(attempt, "failed", False):
+            try:
+                inner = attempt.exception()
+            except Exception:
+                inner = None
+        exc = inner or exc.__cause__ or exc.__context__
+    return None
+
+
+def _wrap_load_task_or_group(original):
+    @functools.wraps(original)
+    def load_task_or_group(self, *args, **kwargs):
+        try:
+            return original(self, *args, **kwargs)
+        except Exception as exc:
+            setting = setting_error_in(exc)
+            if setting is not None:
+                stop_run(setting)
+            raise
+
+    setattr(load_task_or_group, _MARK, True)
+    return load_task_or_group
+
+
 def patch_task_manager() -> bool:
-    """Append plugin task folders to every ``TaskManager`` built from now on. Idempotent."""
+    """Append plugin task folders to every ``TaskManager`` built from now on, and make a setting
+    error raised while any task is built (its ``process_docs``: shipped or a plugin's) stop the
+    run (workaround 3). Idempotent."""
     tasks_module = importlib.import_module("lmms_eval.tasks")
     manager_cls = tasks_module.TaskManager
     if getattr(manager_cls.initialize_tasks, _MARK, False):
         return False
     manager_cls.initialize_tasks = _wrap_initialize_tasks(manager_cls.initialize_tasks)
+    manager_cls.load_task_or_group = _wrap_load_task_or_group(manager_cls.load_task_or_group)
     return True
 
 

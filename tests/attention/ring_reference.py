@@ -58,3 +58,21 @@ def spawn_ranks(body, world: int, tmp_path) -> None:
     import torch.multiprocessing as mp
 
     mp.spawn(_rank_entry, args=(world, str(tmp_path / "store"), str(tmp_path), body), nprocs=world, join=True)
+
+
+def reference_general(q, k, v, causal, key_padding=None, scale=None):
+    """float64 plain softmax for Lq <= Lk (bottom-right causal) and key padding, with autograd."""
+    scale = scale if scale is not None else q.shape[-1] ** -0.5
+    group = q.shape[1] // k.shape[1]
+    kk, vv = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)
+    scores = torch.einsum("bhqd,bhkd->bhqk", q, kk) * scale
+    lq, lk = q.shape[2], k.shape[2]
+    keep = torch.ones(q.shape[0], 1, lq, lk, dtype=torch.bool)
+    if causal:
+        keep &= torch.ones(lq, lk, dtype=torch.bool).tril(lk - lq)
+    if key_padding is not None:
+        keep &= key_padding[:, None, None, :]
+    scores = scores.masked_fill(~keep, float("-inf"))
+    lse = torch.logsumexp(scores, dim=-1)
+    probs = torch.nan_to_num(torch.exp(scores - lse.unsqueeze(-1)))
+    return torch.einsum("bhqk,bhkd->bhqd", probs, vv), lse

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from ring_reference import make_inputs, reference_attention
+from ring_reference import make_inputs, reference_attention, reference_general
 
 from longva_plugins.attention.block import block_attention, block_attention_backward, merge_partial
 
@@ -55,33 +55,17 @@ def test_bfloat16_inputs_accumulate_in_float32():
     assert (out.double() - ref_out).abs().max() < 3e-2
 
 
-def test_kernel_hook_resolves_torch_kernel_on_cpu():
+def test_kernel_hook_resolves_the_fused_kernel_on_cpu_and_torch_by_name():
     from longva_plugins.attention.block import TORCH_KERNEL
+    from longva_plugins.attention.fused import FUSED_KERNEL
     from longva_plugins.attention.ring_core import resolve_kernel
     from longva_plugins.errors import ConfigError
 
-    assert resolve_kernel("auto", torch.device("cpu"), torch.bfloat16) is TORCH_KERNEL
+    assert resolve_kernel("auto", torch.device("cpu"), torch.bfloat16) is FUSED_KERNEL
+    assert resolve_kernel("fused", torch.device("cpu"), torch.float32) is FUSED_KERNEL
     assert resolve_kernel("torch", torch.device("cpu"), torch.float32) is TORCH_KERNEL
     with pytest.raises(ConfigError, match="no attention kernel named 'nosuch'"):
         resolve_kernel("nosuch", torch.device("cpu"))
-
-
-def _reference_general(q, k, v, causal, key_padding=None, scale=None):
-    """float64 plain softmax for Lq <= Lk (bottom-right causal) and key padding, with autograd."""
-    scale = scale if scale is not None else q.shape[-1] ** -0.5
-    group = q.shape[1] // k.shape[1]
-    kk, vv = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)
-    scores = torch.einsum("bhqd,bhkd->bhqk", q, kk) * scale
-    lq, lk = q.shape[2], k.shape[2]
-    keep = torch.ones(q.shape[0], 1, lq, lk, dtype=torch.bool)
-    if causal:
-        keep &= torch.ones(lq, lk, dtype=torch.bool).tril(lk - lq)
-    if key_padding is not None:
-        keep &= key_padding[:, None, None, :]
-    scores = scores.masked_fill(~keep, float("-inf"))
-    lse = torch.logsumexp(scores, dim=-1)
-    probs = torch.nan_to_num(torch.exp(scores - lse.unsqueeze(-1)))
-    return torch.einsum("bhqk,bhkd->bhqd", probs, vv), lse
 
 
 @pytest.mark.parametrize("lq,lk,tile,causal", [(37, 37, 8, True), (37, 37, 8, False), (5, 40, 16, True),
@@ -93,7 +77,7 @@ def test_tiled_forward_and_backward_match_float64_softmax(lq, lk, tile, causal, 
     k = torch.randn(2, kv_heads, lk, 8, generator=gen, dtype=torch.float64, requires_grad=True)
     v = torch.randn(2, kv_heads, lk, 8, generator=gen, dtype=torch.float64, requires_grad=True)
     dout = torch.randn(2, heads, lq, 8, generator=gen, dtype=torch.float64)
-    ref_out, ref_lse = _reference_general(q, k, v, causal)
+    ref_out, ref_lse = reference_general(q, k, v, causal)
     ref_out.backward(dout)
     out, lse = block_attention(q.detach(), k.detach(), v.detach(), causal=causal, tile=tile)
     torch.testing.assert_close(out, ref_out.detach(), atol=1e-12, rtol=0)
@@ -109,7 +93,7 @@ def test_key_padding_masks_keys_and_rows_without_keys_are_zero():
     padding = torch.ones(2, 12, dtype=torch.bool)
     padding[1, :5] = False  # left padding of the second row
     out, lse = block_attention(q, k, v, causal=True, key_padding=padding, tile=4)
-    ref_out, ref_lse = _reference_general(q, k, v, True, padding)
+    ref_out, ref_lse = reference_general(q, k, v, True, padding)
     torch.testing.assert_close(out, ref_out, atol=1e-12, rtol=0)
     assert torch.equal(torch.isinf(lse), torch.isinf(ref_lse)) and out[1, :, :5].eq(0).all()
     torch.testing.assert_close(lse[torch.isfinite(lse)], ref_lse[torch.isfinite(ref_lse)], atol=1e-12, rtol=0)

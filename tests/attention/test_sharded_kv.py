@@ -90,3 +90,24 @@ def test_sharded_kv_name_is_plain_causal_attention_in_one_process():
     for got, want in zip(ours["chunks"] + [ours["continued"]] + ours["decode"],
                          reference["chunks"] + [reference["continued"]] + reference["decode"]):
         torch.testing.assert_close(got, want, atol=1e-10, rtol=0)
+
+
+def test_growing_cache_with_a_capacity_allocates_each_layer_once():
+    """A cache sized for its longest sequence never reallocates while it grows and is cropped."""
+    from longva_plugins.attention.sharded_kv import GrowingCache
+
+    cache = GrowingCache(capacity=50)
+    buffers = None
+    for length in (10, 30, 12, 50, 5):
+        grow = length - cache.get_seq_length()
+        if grow > 0:
+            k = torch.randn(1, 2, grow, 4)
+            cache.update(k, k.clone(), 0)
+        else:
+            cache.crop(length)
+        assert cache.get_seq_length() == length and cache.layers[0].keys.shape[-2] == length
+        buffers = buffers or cache.layers[0]._buffers
+        assert cache.layers[0]._buffers is buffers and buffers[0].shape[-2] == 50
+    k = torch.randn(1, 2, 60, 4)  # past the capacity: it grows
+    cache.update(k, k, 0)
+    assert cache.get_seq_length() == 65 and cache.layers[0]._buffers[0].shape[-2] >= 65

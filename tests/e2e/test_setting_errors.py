@@ -59,3 +59,33 @@ def test_vniah_grid_larger_than_haystack_stops_the_run(tiny_checkpoint, tmp_path
                  "--output_path", str(out)], tmp_path, env)
     _assert_stopped(proc, out, "LONGVA_VNIAH_GRID asks for 6 frames", "3 frames at 1 FPS",
                     "LONGVA_VNIAH_TRAIN_FRAMES='many'")
+
+
+# Every task family: a setting/data error raised while lmms-eval builds the task (its process_docs,
+# inside lmms-eval's retry wrapper) ends the CLI with exit 2 and the named message last -- with no
+# decorator in the task code.
+def test_videomme_annotations_missing_columns_stop_the_run(tiny_checkpoint, tmp_path):
+    import pandas as pd
+
+    annotations = tmp_path / "videomme.parquet"
+    pd.DataFrame({"videoID": ["a"], "question": ["What is shown?"]}).to_parquet(annotations)
+    out = tmp_path / "out"
+    proc = _run(["--model", "longva", "--model_args", f"pretrained={tiny_checkpoint}", "--tasks", "longva_videomme",
+                 "--output_path", str(out)], tmp_path, offline_env(LONGVA_VIDEOMME_ANNOTATIONS=str(annotations)))
+    _assert_stopped(proc, out, "Video-MME annotations lack the column(s)", "duration", "answer")
+
+
+def test_mlvu_annotations_missing_file_stop_the_run(tiny_checkpoint, tmp_path):
+    missing = tmp_path / "nowhere" / "mlvu_dev.json"
+    out = tmp_path / "out"
+    proc = _run(["--model", "longva", "--model_args", f"pretrained={tiny_checkpoint}", "--tasks", "longva_mlvu_dev",
+                 "--output_path", str(out)], tmp_path, offline_env(LONGVA_MLVU_ANNOTATIONS=str(missing)))
+    _assert_stopped(proc, out, "LONGVA_MLVU_ANNOTATIONS", str(missing))
+
+
+def test_vniah_unknown_needle_set_stops_the_run(tiny_checkpoint, tmp_path):
+    out = tmp_path / "out"
+    env = offline_env(LONGVA_VNIAH_NEEDLES="no-such-needles", LONGVA_VNIAH_CACHE=str(tmp_path / "cache"))
+    proc = _run(["--model", "longva", "--model_args", f"pretrained={tiny_checkpoint}", "--tasks", "vniah",
+                 "--output_path", str(out)], tmp_path, env)
+    _assert_stopped(proc, out, "no-such-needles")

@@ -95,3 +95,26 @@ def test_bad_files_still_name_the_path(tmp_path, videos):
     junk.write_bytes(b"\x1aE\xdf\xa3" + b"\x00" * 500)
     with pytest.raises(VideoDecodeError, match="junk.webm"):
         read_pyav(str(junk), 4, None)
+
+
+@pytest.mark.parametrize("kind,skips", [("h264_bframes", True), ("h264_gop250", True), ("h264_no_bframes", False)])
+def test_frames_nothing_refers_to_are_not_decoded_unless_wanted(videos, kind, skips):
+    """Between a keyframe and a sample, non-reference frames (B-frames) are skipped
+    (``skip_frame = NONREF``): fewer frames decoded than every frame up to each sample, and the
+    samples -- B-frames among them -- still equal a sequential decode. Without B-frames little can
+    be skipped, and never more than everything is decoded."""
+    indices = [10, 23, 45, 70, 89]  # presentation order; several are B-frames in a B-frame stream
+    result = read_pyav(str(videos[kind]), None, None, indices=indices)
+    np.testing.assert_array_equal(result.frames, sequential(videos[kind], indices))
+    gop = int(KINDS[kind][2]["g"])
+    # an exact decoder that decodes everything on its way: from each sample's keyframe (or from the
+    # previous sample, when it lies in the same GOP) up to the sample
+    everything, position = 0, -1
+    for i in indices:
+        start = max(i // gop * gop, position + 1)
+        everything += i - start + 1
+        position = i
+    if skips:
+        assert result.extra["decoded"] < 0.9 * everything
+    else:
+        assert result.extra["decoded"] <= everything

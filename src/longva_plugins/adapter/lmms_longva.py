@@ -47,7 +47,8 @@ class LongVA(lmms):
         device_map: ``auto`` to spread the model over all visible GPUs.
         torch_dtype / dtype: ``bfloat16`` (CUDA default), ``float32`` (CPU default), ``float16``.
         attn_implementation: any transformers attention name (``sdpa``, ``eager``,
-            ``flash_attention_2``, or a registered ring-attention name).
+            ``flash_attention_2``, or a registered ring-attention name). Default: ``longva_causal``
+            on CPU (linear memory over long KV caches), transformers' choice on CUDA.
         conv_template: ``qwen_1_5`` (LongVA's; ChatML). Other templates are refused.
         max_frames_num: frames sampled uniformly per video (reference ``linspace`` rule).
         max_fps: optional cap on sampled frames per second.
@@ -99,6 +100,8 @@ class LongVA(lmms):
         self._sp_group, self._sp_rank = None, 0
         if self._sp > 1:
             attn_implementation = self._join_sequence_parallel_group()
+        elif attn_implementation is None and str(device).startswith("cpu"):
+            attn_implementation = _cpu_attention()
         self.model = LongVAForCausalLM.from_pretrained(
             pretrained, torch_dtype=torch_dtype or dtype, device_map=load_map, attn_implementation=attn_implementation
         )
@@ -337,6 +340,7 @@ class LongVA(lmms):
             prepared.append((key, index, context, str(continuation), task, doc_id, visuals))
         work = self._with_group_requests(prepared)
         work.sort(key=lambda item: (item[1][0], item[0], item[1][1]))
+        self._plan_self_scoring([v for _, (_, _, _, _, _, _, visuals) in work for v in visuals])
         for owner, (_, index, *sample) in tqdm(work, disable=self.rank != 0, desc="longva loglikelihood"):
             result = self._loglikelihood_one(*sample, record=owner == self._sp_rank)
             if owner == self._sp_rank:
@@ -344,14 +348,26 @@ class LongVA(lmms):
         self._report_failures("loglikelihood", start)
         return results
 
+    def _plan_self_scoring(self, visuals: list) -> None:
+        """Hand every visual that scores itself to its class's ``longva_plan`` (once per class)
+        before the first is scored: V-NIAH sizes its KV cache for the longest cell there."""
+        by_class: dict = {}
+        for visual in visuals:
+            if hasattr(visual, "longva_loglikelihood") and hasattr(type(visual), "longva_plan"):
+                by_class.setdefault(type(visual), []).append(visual)
+        for cls, members in by_class.items():
+            cls.longva_plan(self.model, self.processor, members, **self._scorer_options())
+
+    def _scorer_options(self) -> dict:
+        return {"prefill_chunk_size": self.prefill_chunk_size, "encode_chunk_size": self.encode_chunk_size}
+
     def _loglikelihood_one(self, context: str, continuation: str, task, doc_id, visuals: list,
                            record: bool = True) -> tuple[float, bool]:
         try:
             scorer = next((v for v in visuals if hasattr(v, "longva_loglikelihood")), None)
             if scorer is not None:  # the visual scores itself (V-NIAH: cached, resumable cells)
                 return scorer.longva_loglikelihood(self.model, self.processor, continuation,
-                                                   prefill_chunk_size=self.prefill_chunk_size,
-                                                   encode_chunk_size=self.encode_chunk_size)
+                                                   **self._scorer_options())
             blocks = self._encode(visuals)
             embeds = self._prompt_embeds([self._user_message(context, len(blocks))], blocks)
             cont_ids = self.processor.tokenize(continuation)
@@ -402,6 +418,14 @@ class LongVA(lmms):
 
 #: The model_args this adapter takes (for the unknown-model_arg check).
 MODEL_ARGS = tuple(n for n in inspect.signature(LongVA.__init__).parameters if n not in ("self", "kwargs"))
+
+
+def _cpu_attention() -> str:
+    """The default attention on CPU: ``longva_causal`` (torch's fused flash op, linear memory, no
+    ``(Lq, Lk)`` mask per prefill chunk over a long KV cache, which ``sdpa`` builds)."""
+    from longva_plugins.attention import CAUSAL
+
+    return CAUSAL
 
 
 def _apply_peft(model, adapter_dir: str):

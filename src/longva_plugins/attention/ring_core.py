@@ -29,7 +29,8 @@ def resolve_kernel(name: str, device, dtype: torch.dtype | None = None) -> Atten
         from longva_plugins.errors import ConfigError
 
         raise ConfigError(f"no attention kernel named {name!r} for device {device} and dtype {dtype}; "
-                          "allowed: 'auto', 'torch', or 'flash_attn' (CUDA, float16/bfloat16, flash-attn installed)")
+                          "allowed: 'auto', 'torch' (tiled), 'fused' (torch's fused CPU op, tiled where it does "
+                          "not apply) or 'flash_attn' (CUDA, float16/bfloat16, flash-attn installed)")
     return kernel
 
 
@@ -101,6 +102,27 @@ def ring_backward(dout, q, k, v, out, lse, plan: Plan, softmax_scale, group, ker
     return dq, dk, dv
 
 
+class BlockAttentionFunction(torch.autograd.Function):
+    """One process, one block: the kernel's own forward and backward (no ring, whatever group or
+    default process group exists). ``causal`` is bottom-right aligned (a KV cache's new tokens)."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, causal, softmax_scale, kernel="auto", key_padding=None):
+        scale = softmax_scale if softmax_scale is not None else q.shape[-1] ** -0.5
+        resolved = resolve_kernel(kernel, q.device, q.dtype)
+        extra = {"key_padding": key_padding} if key_padding is not None else {}
+        out, lse = resolved.forward(q, k, v, causal, scale, **extra)
+        ctx.save_for_backward(q, k, v, out, lse)
+        ctx.causal, ctx.scale, ctx.kernel, ctx.extra = causal, scale, resolved, extra
+        return out.to(q.dtype), lse
+
+    @staticmethod
+    def backward(ctx, dout, dlse):
+        q, k, v, out, lse = ctx.saved_tensors
+        dq, dk, dv = ctx.kernel.backward(dout, q, k, v, out, lse, ctx.causal, ctx.scale, **ctx.extra)
+        return dq.to(q.dtype), dk.to(k.dtype), dv.to(v.dtype), None, None, None, None
+
+
 class RingAttentionFunction(torch.autograd.Function):
     """Autograd wrapper: forward and backward both run round the ring."""
 
@@ -121,4 +143,4 @@ class RingAttentionFunction(torch.autograd.Function):
         return dq.to(q.dtype), dk.to(k.dtype), dv.to(v.dtype), None, None, None, None, None
 
 
-__all__ = ["Plan", "RingAttentionFunction", "resolve_kernel", "ring_backward", "ring_forward"]
+__all__ = ["BlockAttentionFunction", "Plan", "RingAttentionFunction", "resolve_kernel", "ring_backward", "ring_forward"]

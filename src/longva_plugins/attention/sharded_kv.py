@@ -21,6 +21,8 @@ process.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
@@ -38,22 +40,30 @@ def _group_rank(group) -> tuple[int, int]:
 
 
 class GrowingLayer(DynamicLayer):
-    """A cache layer whose K/V live in buffers that grow by a quarter: appending copies only
-    the new tokens (``DynamicLayer`` re-concatenates the whole history every chunk), cropping
-    copies nothing, and new tokens can be handed to the attention without being kept (placed
-    after the stored ones, overwritten by the next call) -- what a rank that does not keep a
-    chunk needs. ``keys``/``values`` are views of the stored tokens."""
+    """A cache layer whose K/V live in preallocated buffers: appending copies only the new tokens
+    (``DynamicLayer`` re-concatenates the whole history every chunk), cropping copies nothing,
+    and new tokens can be handed to the attention without being kept (placed after the stored
+    ones, overwritten by the next call) -- what a rank that does not keep a chunk needs.
+    ``keys``/``values`` are views of the stored tokens.
 
-    def __init__(self, **kwargs):
+    ``capacity``: tokens to allocate at the first write (a caller that knows its longest sequence
+    allocates once: no growth, no freed buffers left behind in the heap). Past it the buffers grow
+    by a quarter."""
+
+    def __init__(self, capacity: int = 0, **kwargs):
         super().__init__(**kwargs)
         self._buffers: tuple[torch.Tensor, torch.Tensor] | None = None
         self._length = 0
+        self.capacity = capacity
 
     def _reserve(self, key_states, value_states, needed: int) -> None:
         capacity = 0 if self._buffers is None else self._buffers[0].shape[-2]
         if needed <= capacity:
             return
-        capacity = max(needed, capacity + capacity // 4, 256)  # at most 25% unused; each token copied ~4 times
+        if self._buffers is None and self.capacity >= needed:
+            capacity = self.capacity
+        else:  # at most 25% unused; each token copied ~4 times
+            capacity = max(needed, capacity + capacity // 4, 256)
         fresh = tuple(t.new_empty(*t.shape[:-2], capacity, t.shape[-1]) for t in (key_states, value_states))
         if self._length:
             for new, old in zip(fresh, self._buffers):
@@ -94,15 +104,34 @@ class GrowingLayer(DynamicLayer):
         return self._length
 
 
-class ShardedKVCache(DynamicCache):
-    """A KV cache whose history is split over the ranks of ``group`` (see the module docs); its
-    layers are :class:`GrowingLayer` (``config`` is accepted for ``DynamicCache``'s signature)."""
+class GrowingCache(DynamicCache):
+    """A ``DynamicCache`` of :class:`GrowingLayer` layers, each allocated for ``capacity`` tokens
+    at its first write (``config`` is accepted for ``DynamicCache``'s signature). For prefill and
+    teacher-forced scoring; ``generate`` with beams needs a plain ``DynamicCache``."""
 
-    def __init__(self, group=None, config=None):
+    def __init__(self, capacity: int = 0, config=None):
         super().__init__()
-        self.layer_class_to_replicate = GrowingLayer
+        self.capacity = capacity
+        self.layer_class_to_replicate = functools.partial(GrowingLayer, capacity=capacity)
+
+    def _layer(self, layer_idx: int) -> GrowingLayer:
+        while len(self.layers) <= layer_idx:
+            self.layers.append(self.layer_class_to_replicate())
+        return self.layers[layer_idx]
+
+    def update(self, key_states, value_states, layer_idx, *args, **kwargs):
+        return self._layer(layer_idx).put(key_states, value_states, keep=True)
+
+
+class ShardedKVCache(GrowingCache):
+    """A KV cache whose history is split over the ranks of ``group`` (see the module docs).
+    ``capacity``: tokens of the whole (global) sequence; each rank allocates its share."""
+
+    def __init__(self, group=None, config=None, capacity: int = 0):
+        world, rank = _group_rank(group)
+        super().__init__(capacity=-(-capacity // world))
         self.group = group
-        self.world, self.rank = _group_rank(group)
+        self.world, self.rank = world, rank
         #: per rank, the ``(global_start, length)`` runs of tokens it stores, in global order
         self.segments: list[list[tuple[int, int]]] = [[] for _ in range(self.world)]
         self.total = 0
@@ -122,9 +151,7 @@ class ShardedKVCache(DynamicCache):
     def update(self, key_states, value_states, layer_idx, *args, **kwargs):
         if layer_idx == 0:
             self._begin(key_states.shape[-2])
-        while len(self.layers) <= layer_idx:
-            self.layers.append(GrowingLayer())
-        return self.layers[layer_idx].put(key_states, value_states, keep=self._owner == self.rank)
+        return self._layer(layer_idx).put(key_states, value_states, keep=self._owner == self.rank)
 
     def get_seq_length(self, layer_idx: int = 0) -> int:
         return self.total
@@ -147,18 +174,19 @@ def sharded_kv_attention(query, key, value, softmax_scale, group, key_padding=No
     ``(B, H, Lq, D)`` in the accumulation dtype, identical on every rank."""
     import torch.distributed as dist
 
-    from longva_plugins.attention.block import block_attention, merge_partial
+    from longva_plugins.attention.block import merge_partial
+    from longva_plugins.attention.ring_core import resolve_kernel
 
+    kernel = resolve_kernel("auto", query.device, query.dtype)
     world, _ = _group_rank(group)
     if world == 1:
-        out, _ = block_attention(query, key, value, causal=True, softmax_scale=softmax_scale, key_padding=key_padding)
+        out, _ = kernel.forward(query, key, value, True, softmax_scale, key_padding=key_padding)
         return out
     from longva_plugins.attention.transformers_integration import refuse_sharded_padding
 
     refuse_sharded_padding(key_padding, group)
     new = query.shape[2]
-    hist_out, hist_lse = block_attention(query, key[:, :, :-new], value[:, :, :-new], causal=False,
-                                         softmax_scale=softmax_scale)
+    hist_out, hist_lse = kernel.forward(query, key[:, :, :-new], value[:, :, :-new], False, softmax_scale)
     outs = [torch.empty(hist_out.shape, dtype=hist_out.dtype, device=hist_out.device) for _ in range(world)]
     lses = [torch.empty_like(hist_lse) for _ in range(world)]
     dist.all_gather(outs, hist_out.contiguous(), group=group)
@@ -166,10 +194,9 @@ def sharded_kv_attention(query, key, value, softmax_scale, group, key_padding=No
     merged, merged_lse = None, None
     for part_out, part_lse in zip(outs, lses):
         merged, merged_lse = merge_partial(merged, merged_lse, part_out, part_lse)
-    own_out, own_lse = block_attention(query, key[:, :, -new:], value[:, :, -new:], causal=True,
-                                       softmax_scale=softmax_scale)
+    own_out, own_lse = kernel.forward(query, key[:, :, -new:], value[:, :, -new:], True, softmax_scale)
     merged, _ = merge_partial(merged, merged_lse, own_out, own_lse)
     return merged
 
 
-__all__ = ["SHARDED_KV", "GrowingLayer", "ShardedKVCache", "sharded_kv_attention"]
+__all__ = ["SHARDED_KV", "GrowingCache", "GrowingLayer", "ShardedKVCache", "sharded_kv_attention"]

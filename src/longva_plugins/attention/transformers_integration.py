@@ -17,6 +17,12 @@ After :func:`register` (run on import of :mod:`longva_plugins.attention`), a mod
   and head counts are compared across ranks first, so a mismatch is an error on every rank, not
   a hang.
 
+``longva_causal`` is the same causal attention in one process only (never a ring, whatever
+process group exists): the block kernel chosen by the ``longva_attention_kernel`` hook -- torch's
+fused flash op on CPU, flash-attn on CUDA in half precision, the tiled kernel elsewhere -- with
+``O(L)`` memory and no mask tensor, also for new tokens over a long KV cache (the ``longva``
+adapter's default on CPU, where transformers' ``sdpa`` builds a ``(Lq, Lk)`` mask per chunk).
+
 The mask function registered beside the attention names hands the attention a ``(B, Lk)`` key
 padding mask (or ``None`` without padding) instead of a 4D mask.
 """
@@ -27,6 +33,7 @@ import torch
 
 ZIGZAG = "longva_ring_zigzag"
 RING = "longva_ring"
+CAUSAL = "longva_causal"
 _GROUP = None
 _DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
@@ -119,6 +126,15 @@ def _sharded(query, key, value, padding, scaling):
     return out.to(query.dtype).transpose(1, 2).contiguous()
 
 
+def causal_forward(module, query, key, value, attention_mask, dropout: float = 0.0, scaling=None, **kwargs):
+    """``longva_causal``: causal attention over one block in this process (see the module docs)."""
+    from longva_plugins.attention.ring_core import BlockAttentionFunction
+
+    padding = _key_padding(query, key, attention_mask)
+    out, _ = BlockAttentionFunction.apply(query, key, value, True, scaling, "auto", padding)
+    return out.transpose(1, 2).contiguous(), None  # (B, Lq, H, D)
+
+
 def sharded_kv_forward(module, query, key, value, attention_mask, dropout: float = 0.0, scaling=None, **kwargs):
     """``longva_sharded_kv``: every call is new tokens over a :class:`.sharded_kv.ShardedKVCache`."""
     return _sharded(query, key, value, _key_padding(query, key, attention_mask), scaling), None
@@ -148,9 +164,10 @@ def register() -> None:
     AttentionInterface.register(ZIGZAG, _make(zigzag_ring_attention_func))
     AttentionInterface.register(RING, _make(ring_attention_func))
     AttentionInterface.register(SHARDED_KV, sharded_kv_forward)
-    for name in (ZIGZAG, RING, SHARDED_KV):
+    AttentionInterface.register(CAUSAL, causal_forward)
+    for name in (ZIGZAG, RING, SHARDED_KV, CAUSAL):
         AttentionMaskInterface.register(name, key_padding_mask)
 
 
-__all__ = ["RING", "ZIGZAG", "check_across_ranks", "group_size", "key_padding_mask", "refuse_sharded_padding",
+__all__ = ["CAUSAL", "RING", "ZIGZAG", "causal_forward", "check_across_ranks", "group_size", "key_padding_mask", "refuse_sharded_padding",
            "get_sequence_parallel_group", "register", "set_sequence_parallel_group", "sharded_kv_forward"]

@@ -6,7 +6,9 @@ presentation timestamp and where the keyframes are; frames are then identified b
 which stays correct with B-frames, variable frame rates, streams whose first timestamp is not 0
 and containers that report no frame count. For each wanted frame (in order) it seeks to the
 keyframe at or before it when that keyframe lies beyond the current decode position (decoding
-forward would cost more), else it decodes forward; only kept frames are converted to RGB.
+forward would cost more), else it decodes forward; frames that nothing refers to (B-frames) are
+skipped unless wanted (``skip_frame = "NONREF"`` for their packets), and only kept frames are
+converted to RGB.
 
 Sequential decoding is the fallback where seeking cannot be trusted: packets without timestamps,
 duplicate timestamps, or a decoded frame whose timestamp is not the expected one (said at debug
@@ -51,6 +53,23 @@ def _rgb(frame) -> np.ndarray:
     return frame.to_ndarray(format="rgb24")
 
 
+def _decode_wanted(container, stream, targets):
+    """Frames decoded from the current position on, in presentation order. Packets of frames that
+    are not wanted are decoded with ``skip_frame = "NONREF"``: a frame no other frame refers to
+    (most B-frames) is then not decoded at all, while every reference frame still is, so each
+    wanted frame is exactly the one a full decode gives. Streams without such frames (intra-only,
+    or x264 ``ultrafast``: no B-frames) skip nothing."""
+    context = stream.codec_context
+    try:
+        for packet in container.demux(stream):
+            mode = "DEFAULT" if packet.pts is None or int(packet.pts) in targets else "NONREF"
+            if context.skip_frame != mode:
+                context.skip_frame = mode
+            yield from packet.decode()
+    finally:
+        context.skip_frame = "DEFAULT"
+
+
 def _decode_seeking(container, stream, stamps: list[int], keys: list[int], wanted: list[int], stats: dict):
     """``{index: rgb}`` for the sorted unique ``wanted`` indices, seeking between them; counts
     seeks and decoded frames in ``stats``."""
@@ -64,8 +83,10 @@ def _decode_seeking(container, stream, stamps: list[int], keys: list[int], wante
         target = order[pos]
         key = keys[bisect.bisect_right(keys, target) - 1] if keys[0] <= target else keys[0]
         if frames is None or position is None or key > position:
+            if frames is not None:
+                frames.close()  # resets skip_frame before the next seek
             container.seek(key, stream=stream, backward=True, any_frame=False)
-            frames = container.decode(stream)
+            frames = _decode_wanted(container, stream, targets)
             position = None
             stats["seeks"] += 1
         for frame in frames:

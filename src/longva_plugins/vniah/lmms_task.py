@@ -18,7 +18,6 @@ from pathlib import Path
 
 from longva_plugins.errors import SettingProblems
 from longva_plugins.fileio import atomic_output
-from longva_plugins.lmms_eval_compat import settings_checked
 from longva_plugins.vniah.grid import cell_order_key, env_settings, layout, parse_grid
 
 logger = logging.getLogger(__name__)
@@ -55,7 +54,6 @@ def check_task_settings(settings: dict):
     return grid, needles
 
 
-@settings_checked
 def vniah_process_docs(dataset):
     """Replace the placeholder dataset by one document per (frames, depth, needle) cell."""
     import datasets
@@ -88,6 +86,19 @@ class VNIAHVisual(str):
 
         options = {k: v for k, v in options.items() if v is not None}
         return get_scorer(model, processor, self.doc["haystack"], self.doc["needles"], _settings()["cache_dir"], **options)
+
+    @staticmethod
+    def longva_plan(model, processor, visuals, **options) -> None:
+        """Called by the ``longva`` adapter once, before the first cell, with every V-NIAH visual
+        it will score: each scorer's KV cache is sized for its longest cell (allocated once)."""
+        longest: dict = {}
+        for visual in visuals:
+            key = (visual.doc["haystack"], visual.doc["needles"])
+            longest[key] = max(longest.get(key, visual.doc["frames"]), visual.doc["frames"])
+        for visual in visuals:
+            key = (visual.doc["haystack"], visual.doc["needles"])
+            if key in longest:
+                visual._scorer(model, processor, **options).reserve(longest.pop(key))
 
     def longva_sort_key(self) -> tuple:
         """Requests sorted by this key share one KV cache best (insertion index first)."""

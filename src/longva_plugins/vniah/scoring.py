@@ -28,6 +28,10 @@ logger = logging.getLogger(__name__)
 PRE_TEXT = chatml_turn("system", DEFAULT_SYSTEM) + chatml_open("user")
 POST_TEXT = CHATML_CLOSE + chatml_open("assistant")
 PREPROCESSING = "pad336-clip"
+#: Tokens per prefill chunk of a cell (the adapter's ``prefill_chunk_size`` overrides it): a chunk's
+#: activations are the part of the peak that grows with the chunk, so it stays small beside the
+#: KV cache of a long cell (benchmarks/bench_vniah_lmms_eval.py).
+DEFAULT_PREFILL_CHUNK = 2048
 
 
 def crop_to(cache, length: int) -> None:
@@ -61,7 +65,7 @@ class VNIAHScorer:
 
     def __init__(self, model, processor, haystack: Haystack, needles: list[Needle], needle_set_id: str,
                  cache: EmbeddingCache | None = None, store: CellStore | None = None,
-                 encode_chunk_size: int = 16, prefill_chunk_size: int | None = 8192):
+                 encode_chunk_size: int = 16, prefill_chunk_size: int | None = DEFAULT_PREFILL_CHUNK):
         self.model = model
         self.processor = processor
         self.haystack = haystack
@@ -74,6 +78,8 @@ class VNIAHScorer:
         self.fingerprint = model_fingerprint(model, processor)
         self.scored = 0  # cells actually computed (not served from the store)
         self.reuse_prefix = True
+        #: tokens the one KV cache is allocated for (:meth:`reserve`); 0 = grow as needed
+        self.capacity = 0
         # The one KV cache of the grid: [system+user prefix | haystack[:K]]. Every cell's sequence up
         # to its needle is a prefix of it (causal attention); see _prefix_to and score.
         self._prefix_cache = None
@@ -90,9 +96,10 @@ class VNIAHScorer:
         """``(end - start, T, D)`` embeddings of haystack frames ``start .. end-1`` (from the cache)."""
         def compute(missing):
             # Only on a cache miss: a cached grid never decodes the haystack video again. Frames are
-            # decoded and encoded a chunk at a time, so raw frames never pile up in memory.
+            # decoded, preprocessed and encoded one encoder chunk at a time and dropped at once, so
+            # neither raw frames nor pixel tensors grow with the frame count.
             self.haystack.check_length(end)
-            step = max(1, self.encode_chunk_size) * 4
+            step = max(1, self.encode_chunk_size)
             return torch.cat([self._encode(self.haystack.frames(missing[i:i + step]))
                               for i in range(0, len(missing), step)])
 
@@ -134,18 +141,33 @@ class VNIAHScorer:
         embed = self.model.get_input_embeddings()
         return embed(self.processor.tokenize(text).to(embed.weight.device)).unsqueeze(0)  # (1, n, D)
 
+    def cell_tokens(self, num_frames: int) -> int:
+        """Tokens of the longest sequence of a cell with ``num_frames`` haystack frames (any needle):
+        prefix, ``num_frames + 1`` images, question, assistant header and answer."""
+        text = max(len(self.processor.tokenize(n.question)) + len(self.processor.tokenize(n.answer))
+                   for n in self.needles)
+        fixed = len(self.processor.tokenize(PRE_TEXT)) + len(self.processor.tokenize(POST_TEXT))
+        return fixed + text + (num_frames + 1) * self.model.config.tokens_per_frame
+
+    def reserve(self, num_frames: int) -> None:
+        """Size the one KV cache for the longest cell to come (``num_frames`` haystack frames): it
+        is allocated once at that length, so the grid never reallocates it (no growth, no freed
+        buffers left in the heap). A cache already allocated smaller grows as needed."""
+        self.capacity = max(self.capacity, self.cell_tokens(num_frames))
+
     def _prefix_to(self, idx: int):
         """The one shared KV cache, set to ``[system+user prefix | haystack[:idx]]`` in place: cropped
         when it holds more, extended by prefilling only the missing frames when it holds fewer."""
         tokens = self.model.config.tokens_per_frame
         if self._prefix_cache is None:
             pre = self._embed_text(PRE_TEXT)
-            self._prefix_cache = self.model.prefill(pre, chunk_size=self.prefill_chunk_size).past_key_values
+            self._prefix_cache = self.model.prefill(pre, chunk_size=self.prefill_chunk_size,
+                                                    past_key_values=self.model.new_cache(self.capacity)).past_key_values
             self._prefix_pre_len, self._prefix_frames = pre.shape[1], 0
         if idx < self._prefix_frames:
             crop_to(self._prefix_cache, self._prefix_pre_len + idx * tokens)
             self._prefix_frames = idx
-        step = max(1, (self.prefill_chunk_size or 8192) // tokens)  # frames per prefill chunk
+        step = max(1, (self.prefill_chunk_size or DEFAULT_PREFILL_CHUNK) // tokens)  # frames per prefill chunk
         for start in range(self._prefix_frames, idx, step):
             end = min(idx, start + step)
             frames = self.haystack_range(start, end).reshape(1, -1, self.model.config.hidden_size)  # (1, m*T, D)

@@ -297,16 +297,24 @@ class LongVAForCausalLM(Qwen2ForCausalLM, GenerationMixin):
 
         return getattr(self.config, "_attn_implementation", None) == SHARDED_KV
 
-    def new_cache(self) -> DynamicCache:
+    def new_cache(self, capacity: int = 0) -> DynamicCache:
         """An empty KV cache for :meth:`prefill`: a ``DynamicCache``, or with the
         ``longva_sharded_kv`` attention a :class:`~longva_plugins.attention.ShardedKVCache` over the
-        sequence-parallel group (each rank stores its share; see ``attention/sharded_kv.py``)."""
-        if not self.uses_sharded_kv():
-            return DynamicCache(config=self.config)
-        from longva_plugins.attention.sharded_kv import ShardedKVCache
-        from longva_plugins.attention.transformers_integration import get_sequence_parallel_group
+        sequence-parallel group (each rank stores its share; see ``attention/sharded_kv.py``).
 
-        return ShardedKVCache(group=get_sequence_parallel_group(), config=self.config)
+        ``capacity``: the longest sequence the cache will hold, when the caller knows it (the
+        V-NIAH grid's longest cell): every layer is then allocated once at that length
+        (:class:`~longva_plugins.attention.sharded_kv.GrowingCache`), so growing and cropping the
+        cache never reallocates it."""
+        from longva_plugins.attention.sharded_kv import GrowingCache, ShardedKVCache
+
+        if self.uses_sharded_kv():
+            from longva_plugins.attention.transformers_integration import get_sequence_parallel_group
+
+            return ShardedKVCache(group=get_sequence_parallel_group(), config=self.config, capacity=capacity)
+        if capacity > 0:
+            return GrowingCache(capacity=capacity, config=self.config)
+        return DynamicCache(config=self.config)
 
     @torch.no_grad()
     def prefill(self, inputs_embeds: torch.Tensor, chunk_size: int | None = None,
