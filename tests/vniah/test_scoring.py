@@ -234,8 +234,8 @@ def test_fingerprint_covers_the_tokenizer(tiny):
 
 
 def test_one_kv_cache_grows_with_the_insertion_index_and_is_cropped_back(tiny, tmp_path, monkeypatch):
-    """Cells in insertion-index order prefill every haystack frame once, on one cache object that
-    is cropped back to the cell's prefix after each cell (no copies)."""
+    """Cells in insertion-index order prefill every haystack frame once into the prefix, on one
+    cache object that is cropped back to before the cell's question after each cell (no copies)."""
     from longva_plugins.vniah.grid import cell_order_key, insertion_index
 
     scorer = _scorer(tiny, tmp_path)
@@ -255,9 +255,35 @@ def test_one_kv_cache_grows_with_the_insertion_index_and_is_cropped_back(tiny, t
     for n, d, k in cells:
         scorer.score(n, d, k)
         caches.add(id(scorer._prefix_cache))
-        assert scorer._prefix_cache.get_seq_length() == scorer._prefix_pre_len + insertion_index(d, n) * tokens
+        # [prefix | haystack[:idx] | needle | haystack[idx:n]]: the question and answer dropped
+        assert scorer._prefix_cache.get_seq_length() == scorer._prefix_pre_len + (n + 1) * tokens
     assert len(caches) == 1, "one KV cache for the whole grid"
     assert sum(grown) == max(insertion_index(d, n) for n, d, _ in cells), "each prefix frame is prefilled once"
+
+
+def test_cells_with_the_same_prefix_and_needle_extend_the_previous_tail(tiny, tmp_path, monkeypatch):
+    """depth 0 over several frame counts: the needle and the frames after it are prefilled once for
+    the longest count (each shorter count's tail is a prefix of the next), results equal plain scoring."""
+    from longva_plugins.vniah.grid import cell_order_key
+
+    scorer = _scorer(tiny, tmp_path / "a")
+    plain = _scorer(tiny, tmp_path / "b")
+    plain.reuse_prefix = False
+    frames_prefilled = []
+    real = scorer._prefill_frames
+
+    def recording(cache, start, end):
+        frames_prefilled.append(end - start)
+        return real(cache, start, end)
+
+    monkeypatch.setattr(scorer, "_prefill_frames", recording)
+    cells = sorted([(n, 0.0, k) for n in (2, 4, 8) for k in (0, 1)], key=lambda c: cell_order_key(*c))
+    assert [c[2] for c in cells] == [0, 0, 0, 1, 1, 1] and [c[0] for c in cells] == [2, 4, 8] * 2
+    for cell in cells:
+        a, b = scorer.score(*cell), plain.score(*cell)
+        assert a["pred_ids"] == b["pred_ids"] and a["correct"] == b["correct"]
+        assert abs(a["nll_mean"] - b["nll_mean"]) < 1e-4
+    assert sum(frames_prefilled) == 2 * 8, "each needle's tail frames prefilled once, for the longest count"
 
 
 SP_CELLS = [(4, 0.0, 0), (4, 0.5, 1), (8, 0.25, 0), (8, 1.0, 1)]

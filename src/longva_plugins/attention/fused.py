@@ -76,7 +76,7 @@ def fused_applies(q, k, causal: bool, key_padding=None) -> bool:
 
 def _pieces(lq: int, lk: int, causal: bool) -> list[tuple[slice, bool]]:
     """The key slices (and the op's ``is_causal``) one block is computed as."""
-    if not causal:
+    if not causal or lq == 1:  # one new token (a decode step) sees every key
         return [(slice(0, lk), False)]
     if lq == lk:
         return [(slice(0, lk), True)]

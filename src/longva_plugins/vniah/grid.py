@@ -64,8 +64,10 @@ def insertion_index(depth: float, num_frames: int) -> int:
 
 def cell_order_key(num_frames: int, depth: float, needle_index: int = 0) -> tuple:
     """Order in which cells share the most of one KV cache: by insertion index first (the prefix
-    ``[system+user | haystack[:idx]]`` then only grows), then frames, depth, needle."""
-    return insertion_index(depth, num_frames), num_frames, depth, needle_index
+    ``[system+user | haystack[:idx]]`` then only grows), then needle and frames (cells with the same
+    prefix and needle and more frames extend the previous cell's ``[needle | haystack[idx:n]]``),
+    then depth."""
+    return insertion_index(depth, num_frames), needle_index, num_frames, depth
 
 
 def layout(num_frames: int, depth: float) -> list[int | None]:

@@ -85,6 +85,8 @@ class VNIAHScorer:
         self._prefix_cache = None
         self._prefix_frames = 0
         self._prefix_pre_len = 0
+        #: ``(idx, needle, frames)`` of the needle and haystack tail the cache holds after the prefix
+        self._tail = None
 
     # ------------------------------------------------------------------ embeddings
     @torch.no_grad()
@@ -155,6 +157,15 @@ class VNIAHScorer:
         buffers left in the heap). A cache already allocated smaller grows as needed."""
         self.capacity = max(self.capacity, self.cell_tokens(num_frames))
 
+    def _prefill_frames(self, cache, start: int, end: int) -> None:
+        """Append haystack frames ``start .. end-1`` to ``cache``, a prefill chunk at a time."""
+        tokens = self.model.config.tokens_per_frame
+        step = max(1, (self.prefill_chunk_size or DEFAULT_PREFILL_CHUNK) // tokens)  # frames per prefill chunk
+        for first in range(start, end, step):
+            last = min(end, first + step)
+            frames = self.haystack_range(first, last).reshape(1, -1, self.model.config.hidden_size)  # (1, m*T, D)
+            self.model.prefill(frames, chunk_size=self.prefill_chunk_size, past_key_values=cache)
+
     def _prefix_to(self, idx: int):
         """The one shared KV cache, set to ``[system+user prefix | haystack[:idx]]`` in place: cropped
         when it holds more, extended by prefilling only the missing frames when it holds fewer."""
@@ -164,36 +175,47 @@ class VNIAHScorer:
             self._prefix_cache = self.model.prefill(pre, chunk_size=self.prefill_chunk_size,
                                                     past_key_values=self.model.new_cache(self.capacity)).past_key_values
             self._prefix_pre_len, self._prefix_frames = pre.shape[1], 0
-        if idx < self._prefix_frames:
-            crop_to(self._prefix_cache, self._prefix_pre_len + idx * tokens)
-            self._prefix_frames = idx
-        step = max(1, (self.prefill_chunk_size or DEFAULT_PREFILL_CHUNK) // tokens)  # frames per prefill chunk
-        for start in range(self._prefix_frames, idx, step):
-            end = min(idx, start + step)
-            frames = self.haystack_range(start, end).reshape(1, -1, self.model.config.hidden_size)  # (1, m*T, D)
-            self.model.prefill(frames, chunk_size=self.prefill_chunk_size, past_key_values=self._prefix_cache)
-            self._prefix_frames = end
+        self._tail = None
+        crop_to(self._prefix_cache, self._prefix_pre_len + min(idx, self._prefix_frames) * tokens)
+        self._prefix_frames = min(idx, self._prefix_frames)
+        self._prefill_frames(self._prefix_cache, self._prefix_frames, idx)
+        self._prefix_frames = idx
         return self._prefix_cache
 
-    def _tail_embeds(self, num_frames: int, idx: int, needle_index: int, question: str) -> torch.Tensor:
-        """``(1, L_tail, D)``: the needle, haystack[idx:num_frames], the question and the assistant header."""
-        hidden = self.model.config.hidden_size
-        parts = [self.needle_embeds(needle_index).reshape(1, -1, hidden)]
-        if num_frames > idx:
-            parts.append(self.haystack_range(idx, num_frames).reshape(1, -1, hidden))
-        text = [self._embed_text(question), self._embed_text(POST_TEXT)]
-        return torch.cat([p.to(text[0].device, text[0].dtype) for p in parts] + text, dim=1)
+    def _sequence_to(self, idx: int, needle_index: int, num_frames: int):
+        """The one shared KV cache, set to ``[prefix | haystack[:idx] | needle | haystack[idx:num_frames]]``
+        in place. When it already holds that prefix and needle with fewer haystack frames after the
+        needle (the previous cell had the same insertion index and needle and fewer frames: every
+        ``depth = 0`` cell of a grid, for one), only the missing frames are prefilled; otherwise it is
+        cropped back to the prefix and the needle and the frames after it are prefilled."""
+        tokens = self.model.config.tokens_per_frame
+        held = self._tail
+        if held is not None and held[:2] == (idx, needle_index) and held[2] <= num_frames:
+            cache, start = self._prefix_cache, held[2]
+        else:
+            cache, start = self._prefix_to(idx), idx
+            needle = self.needle_embeds(needle_index).reshape(1, -1, self.model.config.hidden_size)  # (1, T, D)
+            self.model.prefill(needle, chunk_size=self.prefill_chunk_size, past_key_values=cache)
+        crop_to(cache, self._prefix_pre_len + (start + 1) * tokens)
+        self._prefill_frames(cache, start, num_frames)
+        self._tail = (idx, needle_index, num_frames)
+        return cache
+
+    def _question_embeds(self, question: str) -> torch.Tensor:
+        """``(1, n, D)``: the question and the assistant header, each tokenised alone."""
+        return torch.cat([self._embed_text(question), self._embed_text(POST_TEXT)], dim=1)
 
     @torch.no_grad()
     def score(self, num_frames: int, depth: float, needle_index: int, answer: str | None = None) -> dict:
         """The cell's outcome (from the store when already computed).
 
         With :attr:`reuse_prefix` (default) the cell runs on the one shared KV cache: it is set to
-        the cell's prefix (see :meth:`_prefix_to`), the tail and the answer are appended, and the
-        cache is cropped back in place -- no copy. Cells scored in insertion-index order grow the
-        prefix monotonically, so every haystack frame is prefilled once per grid
-        (:func:`~longva_plugins.vniah.grid.cell_order_key`; the ``longva`` adapter sorts V-NIAH
-        requests by it).
+        the cell's sequence up to its question (see :meth:`_sequence_to`), the question and the
+        answer are appended and scored, and the cache is cropped back to before the question in
+        place -- no copy. Cells scored in :func:`~longva_plugins.vniah.grid.cell_order_key` order
+        (insertion index, needle, frames) grow the prefix monotonically, so every haystack frame
+        is prefilled once per grid into the prefix, and cells that differ only in their frame count
+        extend the previous cell's tail (the ``longva`` adapter sorts V-NIAH requests by that key).
         """
         needle = self.needles[needle_index]
         answer = needle.answer if answer is None else answer
@@ -207,14 +229,13 @@ class VNIAHScorer:
         answer_ids = self.processor.tokenize(answer)
         idx = insertion_index(depth, num_frames)
         if self.reuse_prefix:
-            cache = self._prefix_to(idx)
-            tail = self._tail_embeds(num_frames, idx, needle_index, needle.question)
+            cache = self._sequence_to(idx, needle_index, num_frames)
+            length = cache.get_seq_length()
             try:
-                result = self.model.score_continuation(tail, answer_ids, chunk_size=self.prefill_chunk_size,
-                                                       past_key_values=cache)
+                result = self.model.score_continuation(self._question_embeds(needle.question), answer_ids,
+                                                       chunk_size=self.prefill_chunk_size, past_key_values=cache)
             finally:
-                crop_to(cache, self._prefix_pre_len + idx * self.model.config.tokens_per_frame)
-            del tail
+                crop_to(cache, length)
         else:
             prompt = self.prompt_embeds(self.cell_block(num_frames, depth, needle_index), needle.question)
             result = self.model.score_continuation(prompt, answer_ids, chunk_size=self.prefill_chunk_size)
@@ -229,7 +250,7 @@ class VNIAHScorer:
 
     def release(self) -> None:
         """Drop the shared KV cache (the grid is done)."""
-        self._prefix_cache, self._prefix_frames = None, 0
+        self._prefix_cache, self._prefix_frames, self._tail = None, 0, None
 
 
 _SCORERS: dict = {}
