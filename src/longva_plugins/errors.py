@@ -34,10 +34,6 @@ class SettingError(LongVAError, ValueError):
         return cls(setting_problem(setting, value, allowed))
 
 
-#: Historical name of :class:`SettingError` (kept for code written against 0.1).
-ConfigError = SettingError
-
-
 class DataError(SettingError):
     """A dataset, annotation file or needle set named by a setting is missing or malformed."""
 
@@ -60,6 +56,10 @@ class ContextLengthError(SampleError, ValueError):
 
 class VideoDecodeError(SampleError, RuntimeError):
     """A video could not be opened or decoded; the message names the file."""
+
+
+class VisualInputError(SampleError, ValueError):
+    """A visual input of one sample cannot be used (missing, corrupt, unsupported)."""
 
 
 def setting_problem(setting: str, value, allowed: str) -> str:
@@ -104,7 +104,6 @@ class SettingProblems:
 
 __all__ = [
     "CheckpointError",
-    "ConfigError",
     "ContextLengthError",
     "DataError",
     "InputMismatchError",
@@ -113,5 +112,16 @@ __all__ = [
     "SettingError",
     "SettingProblems",
     "VideoDecodeError",
+    "VisualInputError",
     "setting_problem",
 ]
+
+
+def __getattr__(name: str):
+    if name == "ConfigError":  # the 0.1 name of SettingError
+        import warnings
+
+        warnings.warn("longva_plugins.errors.ConfigError is SettingError; use SettingError", DeprecationWarning,
+                      stacklevel=2)
+        return SettingError
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

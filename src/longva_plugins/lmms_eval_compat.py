@@ -323,7 +323,7 @@ def install() -> list[str]:
     """
     version = lmms_eval_version()
     if version is None:
-        raise ImportError("lmms-eval is not installed: pip install 'lmms-eval>=0.7.3,<0.8'")
+        raise ImportError(f"lmms-eval is not installed: pip install 'lmms-eval{SUPPORTED_LMMS_EVAL}'")
     if not _version_supported(version):
         logger.warning(
             "longva-plugins was tested with lmms-eval %s; found %s. Task discovery may not work: "

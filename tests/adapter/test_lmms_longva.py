@@ -11,7 +11,7 @@ pytest.importorskip("lmms_eval")
 from lmms_eval.api.instance import Instance  # noqa: E402
 
 from longva_plugins.adapter.lmms_longva import LongVA  # noqa: E402
-from longva_plugins.errors import ConfigError  # noqa: E402
+from longva_plugins.errors import SettingError  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "e2e"))
 from e2e_media import write_video  # noqa: E402
@@ -33,7 +33,7 @@ def _request(kind, args):
 def test_wrong_template_is_refused():
     from longva_plugins.models.longva import ensure_tiny_checkpoint
 
-    with pytest.raises(ConfigError, match="qwen_1_5"):
+    with pytest.raises(SettingError, match="qwen_1_5"):
         LongVA(pretrained=str(ensure_tiny_checkpoint()), conv_template="vicuna_v1", device="cpu")
 
 

@@ -59,12 +59,12 @@ def test_kernel_hook_resolves_the_fused_kernel_on_cpu_and_torch_by_name():
     from longva_plugins.attention.block import TORCH_KERNEL
     from longva_plugins.attention.fused import FUSED_KERNEL
     from longva_plugins.attention.ring_core import resolve_kernel
-    from longva_plugins.errors import ConfigError
+    from longva_plugins.errors import SettingError
 
     assert resolve_kernel("auto", torch.device("cpu"), torch.bfloat16) is FUSED_KERNEL
     assert resolve_kernel("fused", torch.device("cpu"), torch.float32) is FUSED_KERNEL
     assert resolve_kernel("torch", torch.device("cpu"), torch.float32) is TORCH_KERNEL
-    with pytest.raises(ConfigError, match="no attention kernel named 'nosuch'"):
+    with pytest.raises(SettingError, match="no attention kernel named 'nosuch'"):
         resolve_kernel("nosuch", torch.device("cpu"))
 
 
@@ -100,10 +100,10 @@ def test_key_padding_masks_keys_and_rows_without_keys_are_zero():
 
 
 def test_heads_not_divisible_by_kv_heads_is_a_clear_error():
-    from longva_plugins.errors import ConfigError
+    from longva_plugins.errors import SettingError
 
     q, k, v, _ = make_inputs(0, 1, 5, 2, 4, 8)
-    with pytest.raises(ConfigError, match="5 query heads are not a multiple of 2"):
+    with pytest.raises(SettingError, match="5 query heads are not a multiple of 2"):
         block_attention(q, k, v, causal=True)
 
 

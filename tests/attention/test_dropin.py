@@ -99,7 +99,7 @@ def _mismatch_worker(rank, store, out_dir):
         try:
             _make(zigzag_ring_attention_func)(None, q, k, v, None)
             outcome = "no error"
-        except Exception as exc:  # the ConfigError naming both ranks' shapes
+        except Exception as exc:  # the SettingError naming both ranks' shapes
             outcome = f"{type(exc).__name__}: {exc}"
         with open(os.path.join(out_dir, f"mismatch_{rank}.txt"), "w") as handle:
             handle.write(outcome)

@@ -50,13 +50,13 @@ def test_auto_picks_flash_for_half_and_torch_for_float32_and_never_casts():
     pytest.importorskip("flash_attn")
     from longva_plugins.attention.flash import FLASH_KERNEL
     from longva_plugins.attention.ring_core import resolve_kernel
-    from longva_plugins.errors import ConfigError
+    from longva_plugins.errors import SettingError
 
     device = torch.device("cuda")
     assert resolve_kernel("auto", device, torch.bfloat16) is FLASH_KERNEL
     assert resolve_kernel("auto", device, torch.float32) is TORCH_KERNEL
     q = torch.randn(1, 2, 16, 64, device=device)
-    with pytest.raises(ConfigError, match="float16/bfloat16"):
+    with pytest.raises(SettingError, match="float16/bfloat16"):
         FLASH_KERNEL.forward(q, q, q, True, None)
 
 

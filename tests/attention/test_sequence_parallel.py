@@ -12,7 +12,7 @@ from longva_plugins.attention.sequence_parallel import (
     zigzag_split,
     zigzag_unshard,
 )
-from longva_plugins.errors import ConfigError
+from longva_plugins.errors import SettingError
 
 
 def test_zigzag_split_takes_chunks_r_and_2w_minus_1_minus_r():
@@ -24,7 +24,7 @@ def test_zigzag_split_takes_chunks_r_and_2w_minus_1_minus_r():
 
 
 def test_unsplittable_length_names_the_lengths():
-    with pytest.raises(ConfigError, match="length 10 .* 8 equal chunks .* world size 4"):
+    with pytest.raises(SettingError, match="length 10 .* 8 equal chunks .* world size 4"):
         zigzag_split(torch.zeros(1, 10), 4, 0)
 
 

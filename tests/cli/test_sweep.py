@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import pytest
 
 from longva_plugins.cli import main, sweep
-from longva_plugins.errors import ConfigError
+from longva_plugins.errors import SettingError
 from longva_plugins.task_utils.frame_sweep import collect
 
 # The task-utils tests' data helpers (official-schema rows, tiny videos, results files).
@@ -84,9 +84,9 @@ def test_lmms_eval_command_and_frame_parsing(tmp_path):
     assert cmd[cmd.index("--output_path") + 1] == str(tmp_path / "frames_8")
     assert cmd[-3:] == ["--limit", "3", "--log_samples"]
     assert sweep.parse_frames("16, 8,8") == [8, 16]
-    with pytest.raises(ConfigError, match="comma-separated integers"):
+    with pytest.raises(SettingError, match="comma-separated integers"):
         sweep.parse_frames("8;16")
-    with pytest.raises(ConfigError, match="must not set max_frames_num"):
+    with pytest.raises(SettingError, match="must not set max_frames_num"):
         sweep.lmms_eval_command(_args(tmp_path, model_args="max_frames_num=4"), 8)
 
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from longva_plugins.errors import ConfigError, DataError
+from longva_plugins.errors import DataError, SettingError
 from longva_plugins.task_utils.common import (
     accuracy_by,
     extract_choice,
@@ -65,7 +65,7 @@ def test_extraction_mode_from_environment(monkeypatch):
     monkeypatch.setenv("LONGVA_ANSWER_EXTRACTION", "paper")
     assert extract_choice("Answer: D") == "A"
     monkeypatch.setenv("LONGVA_ANSWER_EXTRACTION", "fuzzy")
-    with pytest.raises(ConfigError, match="LONGVA_ANSWER_EXTRACTION='fuzzy'"):
+    with pytest.raises(SettingError, match="LONGVA_ANSWER_EXTRACTION='fuzzy'"):
         extract_choice("B")
 
 

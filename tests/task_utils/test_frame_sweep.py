@@ -8,7 +8,7 @@ import os
 import pytest
 from videobench_data import write_results_file
 
-from longva_plugins.errors import ConfigError, DataError
+from longva_plugins.errors import DataError, SettingError
 from longva_plugins.task_utils import frame_sweep
 
 TASK = "longva_videomme"
@@ -94,7 +94,7 @@ def test_mlvu_results_plot_m_avg_and_question_types(tmp_path):
         frame_sweep.pick_breakdown(rows, "auto") == "per_question_type"
         and frame_sweep.pick_breakdown(rows, "none") is None
     )
-    with pytest.raises(ConfigError, match="'per_domain' is not in the results.*per_question_type"):
+    with pytest.raises(SettingError, match="'per_domain' is not in the results.*per_question_type"):
         frame_sweep.pick_breakdown(rows, "per_domain")
     frame_sweep.write_outputs(rows, tmp_path / "out", "longva_mlvu_dev")
     assert (tmp_path / "out" / "sweep.md").read_text().splitlines()[-1] == "| 256 | 56.30 | 40.00 | 72.60 | 1 |"

@@ -132,11 +132,11 @@ def test_docs_in_a_foreign_schema_are_a_clear_error(tmp_path, monkeypatch):
 
 
 def test_a_bad_extraction_mode_fails_when_the_task_is_built(tmp_path, monkeypatch):
-    from longva_plugins.errors import ConfigError
+    from longva_plugins.errors import SettingError
 
     monkeypatch.setenv("LONGVA_ANSWER_EXTRACTION", "regex")
     with pytest.raises(
-        ConfigError,
+        SettingError,
         match="LONGVA_ANSWER_EXTRACTION='regex'; use one of lmms_eval, paper",
     ):
         mlvu.mlvu_process_docs(None)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from longva_plugins.errors import ConfigError, DataError
+from longva_plugins.errors import DataError, SettingError
 from longva_plugins.training.config import LongVATrainingConfig
 from longva_plugins.training.data import IGNORE_INDEX, LLaVAConversationDataset, build_inputs, tokenize_conversation
 
@@ -75,7 +75,7 @@ def test_bad_samples_are_reported_by_id(tiny, dataset_file):
 
 
 def test_config_checks_fields_together():
-    with pytest.raises(ConfigError, match="stage"):
+    with pytest.raises(SettingError, match="stage"):
         LongVATrainingConfig("m", "d", stage="nope")
     # LLaVA's mm_tunable_parts="mm_vision_tower,mm_mlp_adapter": the projector stage may train the tower too
     assert LongVATrainingConfig("m", "d", stage="projector", tune_vision_tower=True).tune_vision_tower

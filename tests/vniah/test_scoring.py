@@ -91,11 +91,11 @@ def test_paper_grid_and_custom_grids():
     assert paper.depths == (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
     custom = parse_grid("frames=2:6:2;depths=0,1")
     assert custom.frame_counts == [2, 4, 6] and custom.depths == (0.0, 1.0)
-    from longva_plugins.errors import ConfigError
+    from longva_plugins.errors import SettingError
 
-    with pytest.raises(ConfigError, match="frames=MIN:MAX:STEP"):
+    with pytest.raises(SettingError, match="frames=MIN:MAX:STEP"):
         parse_grid("bogus")
-    with pytest.raises(ConfigError, match="depths"):
+    with pytest.raises(SettingError, match="depths"):
         parse_grid("frames=1:2:1;depths=1.5")
 
 

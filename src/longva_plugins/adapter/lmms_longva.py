@@ -31,6 +31,7 @@ from tqdm import tqdm
 from longva_plugins.adapter.settings import check_settings as _check_settings
 from longva_plugins.adapter.settings import stop_token_ids as _stop_token_ids
 from longva_plugins.adapter.visuals import encode_visuals
+from longva_plugins.distributed import is_distributed
 from longva_plugins.errors import ContextLengthError, SampleError, SettingError
 from longva_plugins.lmms_eval_compat import settings_checked
 
@@ -131,7 +132,7 @@ class LongVA(lmms):
             raise SettingError(f"max_frames_num={self.max_frames_num}: {exc}") from None
         #: ``(task, doc_id, message)`` for every sample answered empty because of bad input.
         self.failures: list[tuple[str, Any, str]] = []
-        if self._world_size > 1 and not torch.distributed.is_initialized() and os.environ.get("MASTER_ADDR"):
+        if self._world_size > 1 and not is_distributed() and os.environ.get("MASTER_ADDR"):
             from accelerate import Accelerator
 
             self.accelerator = Accelerator()
@@ -140,19 +141,18 @@ class LongVA(lmms):
     def _join_sequence_parallel_group(self) -> str:
         """Split the ranks into groups of ``sequence_parallel`` consecutive ranks that share one KV
         cache (``longva_sharded_kv``); returns the attention name to load the model with."""
-        import torch.distributed as dist
         from accelerate import Accelerator
 
-        from longva_plugins.attention import SHARDED_KV, set_sequence_parallel_group
+        from longva_plugins.attention import SHARDED_KV
+        from longva_plugins.distributed import consecutive_groups, group_ranks, set_sequence_parallel_group
 
-        if not dist.is_initialized():
+        if not is_distributed():
             self.accelerator = Accelerator()  # initialises the process group torchrun describes
-        groups = [dist.new_group(list(range(start, start + self._sp))) for start in range(0, self._world_size, self._sp)]
-        self._sp_group = groups[self._rank // self._sp]
+        self._sp_group = consecutive_groups(self._world_size, self._sp)[self._rank // self._sp]
         self._sp_rank = self._rank % self._sp
         set_sequence_parallel_group(self._sp_group)
         logger.info("longva: rank %d shares its KV cache with ranks %s (sequence_parallel=%d)", self._rank,
-                    dist.get_process_group_ranks(self._sp_group), self._sp)
+                    group_ranks(self._sp_group), self._sp)
         return SHARDED_KV
 
     def _with_group_requests(self, items: list) -> list[tuple[int, Any]]:
@@ -160,10 +160,9 @@ class LongVA(lmms):
         rank of its group, in the same order on every rank (each rank then runs them all, together)."""
         if self._sp == 1:
             return [(0, item) for item in items]
-        import torch.distributed as dist
+        from longva_plugins.distributed import all_gather_objects
 
-        gathered: list = [None] * self._sp
-        dist.all_gather_object(gathered, items, group=self._sp_group)
+        gathered = all_gather_objects(items, self._sp_group)
         return [(owner, item) for owner, part in enumerate(gathered) for item in part]
 
     # ------------------------------------------------------------------ lmms-eval properties

@@ -19,13 +19,9 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from longva_plugins.errors import ContextLengthError, SampleError, VideoDecodeError
+from longva_plugins.errors import ContextLengthError, VideoDecodeError, VisualInputError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
-
-
-class VisualInputError(SampleError, ValueError):
-    """A visual input of one sample cannot be used (missing, corrupt, unsupported)."""
 
 
 def _check_frame_budget(adapter, num_frames: int) -> None:

@@ -43,9 +43,9 @@ def acc_dtype(dtype: torch.dtype) -> torch.dtype:
 def check_heads(heads: int, kv_heads: int) -> None:
     """Grouped-query attention needs the query heads to be a multiple of the key/value heads."""
     if kv_heads <= 0 or heads % kv_heads:
-        from longva_plugins.errors import ConfigError
+        from longva_plugins.errors import SettingError
 
-        raise ConfigError(f"{heads} query heads are not a multiple of {kv_heads} key/value heads (grouped-query "
+        raise SettingError(f"{heads} query heads are not a multiple of {kv_heads} key/value heads (grouped-query "
                           "attention needs num_attention_heads % num_key_value_heads == 0)")
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 
+from longva_plugins.distributed import is_distributed
+
 
 class RingComm:
     """Point-to-point exchange along the ring of ``group``.
@@ -20,7 +22,7 @@ class RingComm:
 
     def __init__(self, group=None):
         self.group = group
-        self._single = not (dist.is_available() and dist.is_initialized())
+        self._single = not is_distributed()
         # Without a process group the ring has one member: sends come straight back.
         self.world_size = 1 if self._single else dist.get_world_size(group)
         self.rank = 0 if self._single else dist.get_rank(group)

@@ -36,9 +36,9 @@ def _require(q):
     except ImportError as exc:
         raise ImportError("the flash_attn kernel needs flash-attn: pip install 'longva-plugins[gpu]'") from exc
     if q.dtype not in HALF or q.device.type != "cuda":
-        from longva_plugins.errors import ConfigError
+        from longva_plugins.errors import SettingError
 
-        raise ConfigError(f"the flash_attn kernel runs float16/bfloat16 on CUDA; got {q.dtype} on {q.device}. "
+        raise SettingError(f"the flash_attn kernel runs float16/bfloat16 on CUDA; got {q.dtype} on {q.device}. "
                           "Use kernel='auto' (the tiled torch kernel for float32) or cast the model to bfloat16.")
     return interface
 

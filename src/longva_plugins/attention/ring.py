@@ -36,7 +36,7 @@ def ring_attention_func(q, k, v, causal: bool = True, softmax_scale: float | Non
     Returns:
         ``(out (B, H, L_local, D), lse (B, H, L_local))``; differentiable in q, k, v.
     """
-    from longva_plugins.attention.transformers_integration import refuse_sharded_padding
+    from longva_plugins.attention.sequence_parallel import refuse_sharded_padding
 
     refuse_sharded_padding(key_padding, group)
     return RingAttentionFunction.apply(q, k, v, _PLANS[causal], softmax_scale, group, kernel, key_padding)

@@ -26,9 +26,9 @@ def resolve_kernel(name: str, device, dtype: torch.dtype | None = None) -> Atten
 
     kernel = get_plugin_manager().hook.longva_attention_kernel(name=name, device=device, dtype=dtype)
     if kernel is None:
-        from longva_plugins.errors import ConfigError
+        from longva_plugins.errors import SettingError
 
-        raise ConfigError(f"no attention kernel named {name!r} for device {device} and dtype {dtype}; "
+        raise SettingError(f"no attention kernel named {name!r} for device {device} and dtype {dtype}; "
                           "allowed: 'auto', 'torch' (tiled), 'fused' (torch's fused CPU op, tiled where it does "
                           "not apply) or 'flash_attn' (CUDA, float16/bfloat16, flash-attn installed)")
     return kernel

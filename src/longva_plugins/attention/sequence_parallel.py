@@ -8,11 +8,18 @@ reach a multiple of ``2W`` gets label ``-100`` so it never counts in the loss or
 from __future__ import annotations
 
 import torch
-import torch.distributed as dist
 
-from longva_plugins.errors import ConfigError
+from longva_plugins.constants import IGNORE_INDEX
+from longva_plugins.errors import SettingError
 
-IGNORE_INDEX = -100
+
+
+def refuse_sharded_padding(key_padding, group) -> None:
+    """Key padding is supported in one process only; with a group of several ranks it is refused."""
+    from longva_plugins.distributed import group_size
+
+    if key_padding is not None and group_size(group) > 1:
+        raise SettingError("key padding inside a sequence-parallel batch is not supported; shard unpadded sequences")
 
 
 def pad_to_multiple(x: torch.Tensor, multiple: int, dim: int = 1, value=0) -> torch.Tensor:
@@ -28,7 +35,7 @@ def pad_to_multiple(x: torch.Tensor, multiple: int, dim: int = 1, value=0) -> to
 def _check(length: int, world: int, zigzag: bool) -> int:
     parts = 2 * world if zigzag else world
     if length % parts:
-        raise ConfigError(
+        raise SettingError(
             f"sequence length {length} cannot be split into {parts} equal chunks for world size {world}; "
             f"pad it to a multiple of {parts} first (pad_to_multiple / shard_batch pad=True)"
         )
@@ -58,10 +65,9 @@ def zigzag_unshard(shards: list[torch.Tensor], dim: int = 1) -> torch.Tensor:
 
 def zigzag_gather(local: torch.Tensor, group=None, dim: int = 1) -> torch.Tensor:
     """All-gather the zigzag shards of ``group`` and reassemble the full sequence (no grad)."""
-    world = dist.get_world_size(group)
-    shards = [torch.empty_like(local) for _ in range(world)]
-    dist.all_gather(shards, local.contiguous(), group=group)
-    return zigzag_unshard(shards, dim=dim)
+    from longva_plugins.distributed import all_gather_tensors
+
+    return zigzag_unshard(all_gather_tensors(local, group), dim=dim)
 
 
 def shard_batch(input_ids: torch.Tensor, labels: torch.Tensor | None, world: int, rank: int, pad_id: int = 0,

@@ -21,106 +21,15 @@ process.
 
 from __future__ import annotations
 
-import functools
-
-import torch
-from transformers import DynamicCache
-from transformers.cache_utils import DynamicLayer
+from longva_plugins.models.longva.cache_longva import GrowingCache, GrowingLayer
 
 SHARDED_KV = "longva_sharded_kv"
 
 
 def _group_rank(group) -> tuple[int, int]:
-    import torch.distributed as dist
+    from longva_plugins.distributed import group_rank, group_size
 
-    from longva_plugins.attention.transformers_integration import group_size
-
-    world = group_size(group)
-    return world, (dist.get_rank(group) if world > 1 else 0)
-
-
-class GrowingLayer(DynamicLayer):
-    """A cache layer whose K/V live in preallocated buffers: appending copies only the new tokens
-    (``DynamicLayer`` re-concatenates the whole history every chunk), cropping copies nothing,
-    and new tokens can be handed to the attention without being kept (placed after the stored
-    ones, overwritten by the next call) -- what a rank that does not keep a chunk needs.
-    ``keys``/``values`` are views of the stored tokens.
-
-    ``capacity``: tokens to allocate at the first write (a caller that knows its longest sequence
-    allocates once: no growth, no freed buffers left behind in the heap). Past it the buffers grow
-    by a quarter."""
-
-    def __init__(self, capacity: int = 0, **kwargs):
-        super().__init__(**kwargs)
-        self._buffers: tuple[torch.Tensor, torch.Tensor] | None = None
-        self._length = 0
-        self.capacity = capacity
-
-    def _reserve(self, key_states, value_states, needed: int) -> None:
-        capacity = 0 if self._buffers is None else self._buffers[0].shape[-2]
-        if needed <= capacity:
-            return
-        if self._buffers is None and self.capacity >= needed:
-            capacity = self.capacity
-        else:  # at most 25% unused; each token copied ~4 times
-            capacity = max(needed, capacity + capacity // 4, 256)
-        fresh = tuple(t.new_empty(*t.shape[:-2], capacity, t.shape[-1]) for t in (key_states, value_states))
-        if self._length:
-            for new, old in zip(fresh, self._buffers):
-                new[..., :self._length, :] = old[..., :self._length, :]
-        self._buffers = fresh
-
-    def put(self, key_states, value_states, keep: bool = True):
-        """Write the new tokens after the stored ones; return the views ``stored + new``."""
-        end = self._length + key_states.shape[-2]
-        self._reserve(key_states, value_states, end)
-        keys, values = self._buffers
-        keys[..., self._length:end, :] = key_states
-        values[..., self._length:end, :] = value_states
-        if keep:
-            self._length = end
-        self._sync(key_states.device)
-        return keys[..., :end, :], values[..., :end, :]
-
-    def update(self, key_states, value_states, *args, **kwargs):
-        return self.put(key_states, value_states, keep=True)
-
-    def keep_first(self, length: int) -> None:
-        """Drop the stored tokens from ``length`` on (no copy)."""
-        self._length = max(0, min(self._length, length))
-        if self._buffers is not None:
-            self._sync(self._buffers[0].device)
-
-    def crop(self, tokens_to_remove: int) -> None:
-        """Negative: drop that many tokens (``DynamicLayer``'s convention); otherwise keep that many."""
-        self.keep_first(self._length - abs(tokens_to_remove) if tokens_to_remove < 0 else tokens_to_remove)
-
-    def _sync(self, device) -> None:
-        self.device, self.is_initialized = device, True
-        self.keys = self._buffers[0][..., :self._length, :]
-        self.values = self._buffers[1][..., :self._length, :]
-
-    def get_seq_length(self) -> int:
-        return self._length
-
-
-class GrowingCache(DynamicCache):
-    """A ``DynamicCache`` of :class:`GrowingLayer` layers, each allocated for ``capacity`` tokens
-    at its first write (``config`` is accepted for ``DynamicCache``'s signature). For prefill and
-    teacher-forced scoring; ``generate`` with beams needs a plain ``DynamicCache``."""
-
-    def __init__(self, capacity: int = 0, config=None):
-        super().__init__()
-        self.capacity = capacity
-        self.layer_class_to_replicate = functools.partial(GrowingLayer, capacity=capacity)
-
-    def _layer(self, layer_idx: int) -> GrowingLayer:
-        while len(self.layers) <= layer_idx:
-            self.layers.append(self.layer_class_to_replicate())
-        return self.layers[layer_idx]
-
-    def update(self, key_states, value_states, layer_idx, *args, **kwargs):
-        return self._layer(layer_idx).put(key_states, value_states, keep=True)
+    return group_size(group), group_rank(group)
 
 
 class ShardedKVCache(GrowingCache):
@@ -172,25 +81,21 @@ def sharded_kv_attention(query, key, value, softmax_scale, group, key_padding=No
     """``query (B, H, Lq, D)``: the new tokens (the same on every rank); ``key``/``value``
     ``(B, Hk, Lh + Lq, D)``: this rank's history share followed by the new tokens. Returns
     ``(B, H, Lq, D)`` in the accumulation dtype, identical on every rank."""
-    import torch.distributed as dist
-
     from longva_plugins.attention.block import merge_partial
     from longva_plugins.attention.ring_core import resolve_kernel
+    from longva_plugins.distributed import all_gather_tensors
 
     kernel = resolve_kernel("auto", query.device, query.dtype)
     world, _ = _group_rank(group)
     if world == 1:
         out, _ = kernel.forward(query, key, value, True, softmax_scale, key_padding=key_padding)
         return out
-    from longva_plugins.attention.transformers_integration import refuse_sharded_padding
+    from longva_plugins.attention.sequence_parallel import refuse_sharded_padding
 
     refuse_sharded_padding(key_padding, group)
     new = query.shape[2]
     hist_out, hist_lse = kernel.forward(query, key[:, :, :-new], value[:, :, :-new], False, softmax_scale)
-    outs = [torch.empty(hist_out.shape, dtype=hist_out.dtype, device=hist_out.device) for _ in range(world)]
-    lses = [torch.empty_like(hist_lse) for _ in range(world)]
-    dist.all_gather(outs, hist_out.contiguous(), group=group)
-    dist.all_gather(lses, hist_lse.contiguous(), group=group)
+    outs, lses = all_gather_tensors(hist_out, group), all_gather_tensors(hist_lse, group)
     merged, merged_lse = None, None
     for part_out, part_lse in zip(outs, lses):
         merged, merged_lse = merge_partial(merged, merged_lse, part_out, part_lse)
@@ -199,4 +104,4 @@ def sharded_kv_attention(query, key, value, softmax_scale, group, key_padding=No
     return merged
 
 
-__all__ = ["SHARDED_KV", "GrowingCache", "GrowingLayer", "ShardedKVCache", "sharded_kv_attention"]
+__all__ = ["SHARDED_KV", "GrowingCache", "GrowingLayer", "ShardedKVCache", "sharded_kv_attention"]  # the cache layers: models/longva/cache_longva.py

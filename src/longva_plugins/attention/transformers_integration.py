@@ -31,54 +31,25 @@ from __future__ import annotations
 
 import torch
 
+from longva_plugins.distributed import get_sequence_parallel_group, group_size, set_sequence_parallel_group
+
 ZIGZAG = "longva_ring_zigzag"
 RING = "longva_ring"
 CAUSAL = "longva_causal"
-_GROUP = None
 _DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
-
-
-def set_sequence_parallel_group(group) -> None:
-    """Use ``group`` (a ``torch.distributed`` process group) for the registered attention functions."""
-    global _GROUP
-    _GROUP = group
-
-
-def get_sequence_parallel_group():
-    """The group set with :func:`set_sequence_parallel_group` (``None``: the default group)."""
-    return _GROUP
-
-
-def group_size(group) -> int:
-    import torch.distributed as dist
-
-    if not (dist.is_available() and dist.is_initialized()):
-        return 1
-    return dist.get_world_size(group)
-
-
-def refuse_sharded_padding(key_padding, group) -> None:
-    """Key padding is supported in one process only; with a group of several ranks it is refused."""
-    if key_padding is not None and group_size(group) > 1:
-        from longva_plugins.errors import ConfigError
-
-        raise ConfigError("key padding inside a sequence-parallel batch is not supported; shard unpadded sequences")
 
 
 def check_across_ranks(query, key, value, group, padded: bool) -> None:
     """All-gather a few numbers describing this rank's call and raise, on every rank, when they
     differ (a mismatch would otherwise end in a gloo/NCCL error or a hang)."""
-    import torch.distributed as dist
-
-    from longva_plugins.errors import ConfigError
+    from longva_plugins.distributed import all_gather_tensors
+    from longva_plugins.errors import SettingError
 
     device_kind = 1 if query.device.type == "cuda" else 0
     mine = torch.tensor([query.shape[0], query.shape[1], query.shape[2], query.shape[3], key.shape[1], key.shape[2],
                          value.shape[2], _DTYPES.index(query.dtype) if query.dtype in _DTYPES else -1, device_kind,
                          int(padded)], dtype=torch.long, device=query.device)
-    gathered = [torch.empty_like(mine) for _ in range(dist.get_world_size(group))]
-    dist.all_gather(gathered, mine, group=group)
-    table = torch.stack(gathered)
+    table = torch.stack(all_gather_tensors(mine, group))
     if not (table == table[0]).all():
         names = ("batch", "heads", "q_len", "head_dim", "kv_heads", "k_len", "v_len", "dtype", "cuda", "padded")
 
@@ -87,9 +58,9 @@ def check_across_ranks(query, key, value, group, padded: bool) -> None:
             return f"{name}={str(_DTYPES[value]).replace('torch.', '') if name == 'dtype' and value >= 0 else value}"
 
         rows = "; ".join(f"rank {r}: " + ", ".join(show(n, v) for n, v in zip(names, row)) for r, row in enumerate(table))
-        raise ConfigError(f"sequence-parallel attention got different shapes/dtypes/devices on different ranks: {rows}")
+        raise SettingError(f"sequence-parallel attention got different shapes/dtypes/devices on different ranks: {rows}")
     if int(table[0, -1]):
-        raise ConfigError("padding inside a sequence-parallel batch is not supported: each rank must hold its shard "
+        raise SettingError("padding inside a sequence-parallel batch is not supported: each rank must hold its shard "
                           "of unpadded sequences (pack the batch, or use batch size 1 with pad_to_multiple)")
 
 
@@ -97,11 +68,11 @@ def _make(func):
     def attention_forward(module, query, key, value, attention_mask, dropout: float = 0.0, scaling=None, **kwargs):
         # query (B, H, Lq, D), key/value (B, Hk, Lk, D): GQA heads are not expanded
         padding = _key_padding(query, key, attention_mask)
-        if group_size(_GROUP) > 1:
+        if group_size(get_sequence_parallel_group()) > 1:
             if query.shape[2] < key.shape[2]:  # new tokens over a ShardedKVCache's history
                 return _sharded(query, key, value, padding, scaling), None
-            check_across_ranks(query, key, value, _GROUP, padding is not None)
-        out, _ = func(query, key, value, causal=True, softmax_scale=scaling, group=_GROUP, key_padding=padding)
+            check_across_ranks(query, key, value, get_sequence_parallel_group(), padding is not None)
+        out, _ = func(query, key, value, causal=True, softmax_scale=scaling, group=get_sequence_parallel_group(), key_padding=padding)
         return out.transpose(1, 2).contiguous(), None  # (B, Lq, H, D)
 
     return attention_forward
@@ -120,9 +91,9 @@ def _sharded(query, key, value, padding, scaling):
     from longva_plugins.attention.sharded_kv import sharded_kv_attention
 
     new = query.shape[2]
-    if group_size(_GROUP) > 1:  # the new tokens are the same on every rank; histories differ in length
-        check_across_ranks(query, key[:, :, -new:], value[:, :, -new:], _GROUP, padding is not None)
-    out = sharded_kv_attention(query, key, value, scaling, _GROUP, key_padding=padding)
+    if group_size(get_sequence_parallel_group()) > 1:  # the new tokens are the same on every rank; histories differ in length
+        check_across_ranks(query, key[:, :, -new:], value[:, :, -new:], get_sequence_parallel_group(), padding is not None)
+    out = sharded_kv_attention(query, key, value, scaling, get_sequence_parallel_group(), key_padding=padding)
     return out.to(query.dtype).transpose(1, 2).contiguous()
 
 
@@ -152,6 +123,12 @@ def key_padding_mask(batch_size: int, q_length: int, kv_length: int, q_offset: i
     return None if bool(padding.all()) else padding
 
 
+def _sharded_kv_cache(config, capacity: int = 0):
+    from longva_plugins.attention.sharded_kv import ShardedKVCache
+
+    return ShardedKVCache(group=get_sequence_parallel_group(), config=config, capacity=capacity)
+
+
 def register() -> None:
     from transformers import AttentionInterface
     from transformers.masking_utils import AttentionMaskInterface
@@ -160,14 +137,17 @@ def register() -> None:
     from longva_plugins.attention.zigzag import zigzag_ring_attention_func
 
     from longva_plugins.attention.sharded_kv import SHARDED_KV
+    from longva_plugins.models.longva.cache_longva import register_kv_cache
 
     AttentionInterface.register(ZIGZAG, _make(zigzag_ring_attention_func))
     AttentionInterface.register(RING, _make(ring_attention_func))
     AttentionInterface.register(SHARDED_KV, sharded_kv_forward)
+    register_kv_cache(SHARDED_KV, _sharded_kv_cache)
     AttentionInterface.register(CAUSAL, causal_forward)
     for name in (ZIGZAG, RING, SHARDED_KV, CAUSAL):
         AttentionMaskInterface.register(name, key_padding_mask)
 
 
-__all__ = ["CAUSAL", "RING", "ZIGZAG", "causal_forward", "check_across_ranks", "group_size", "key_padding_mask", "refuse_sharded_padding",
-           "get_sequence_parallel_group", "register", "set_sequence_parallel_group", "sharded_kv_forward"]
+# set_sequence_parallel_group / get_sequence_parallel_group live in longva_plugins.distributed (re-exported)
+__all__ = ["CAUSAL", "RING", "ZIGZAG", "causal_forward", "check_across_ranks", "get_sequence_parallel_group",
+           "key_padding_mask", "register", "set_sequence_parallel_group", "sharded_kv_forward"]

@@ -35,16 +35,17 @@ def zigzag_ring_attention_func(q, k, v, causal: bool = True, softmax_scale: floa
         ``(out (B, H, L_local, D), lse (B, H, L_local))``; differentiable in q, k, v.
     """
     from longva_plugins.attention.ring import ring_attention_func
-    from longva_plugins.attention.transformers_integration import group_size, refuse_sharded_padding
+    from longva_plugins.attention.sequence_parallel import refuse_sharded_padding
+    from longva_plugins.distributed import group_size
 
     if not causal:
         return ring_attention_func(q, k, v, causal=False, softmax_scale=softmax_scale, group=group, kernel=kernel,
                                    key_padding=key_padding)
     refuse_sharded_padding(key_padding, group)
     if group_size(group) > 1 and q.shape[2] % 2:
-        from longva_plugins.errors import ConfigError
+        from longva_plugins.errors import SettingError
 
-        raise ConfigError(f"zigzag shards hold two equal chunks; local length {q.shape[2]} is odd: pad the sequence "
+        raise SettingError(f"zigzag shards hold two equal chunks; local length {q.shape[2]} is odd: pad the sequence "
                           "to a multiple of 2 x world size (sequence_parallel.pad_to_multiple)")
     return RingAttentionFunction.apply(q, k, v, zigzag_plan, softmax_scale, group, kernel, key_padding)
 

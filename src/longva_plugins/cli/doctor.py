@@ -6,6 +6,8 @@ import importlib
 import importlib.metadata
 from dataclasses import dataclass
 
+from longva_plugins.lmms_eval_compat import SUPPORTED_LMMS_EVAL
+
 
 @dataclass
 class Check:
@@ -121,7 +123,7 @@ def _wiring_checks() -> list[Check]:
                   "use lmms-eval 0.7.3..0.7.x with longva-plugins installed")
         )
     except Exception as exc:
-        checks.append(Check("lmms-eval wiring", False, f"{type(exc).__name__}: {exc}", "pip install 'lmms-eval>=0.7.3,<0.8'"))
+        checks.append(Check("lmms-eval wiring", False, f"{type(exc).__name__}: {exc}", f"pip install 'lmms-eval{SUPPORTED_LMMS_EVAL}'"))
     from longva_plugins.plugins import FAILED_PLUGINS
 
     for name, dist, message in FAILED_PLUGINS:
@@ -133,7 +135,7 @@ def run_checks() -> list[Check]:
     """All doctor checks, in display order."""
     checks = [
         Check("longva-plugins", True, _version("longva-plugins") or "source checkout"),
-        _check_package("lmms-eval", "lmms_eval", "pip install 'lmms-eval>=0.7.3,<0.8'"),
+        _check_package("lmms-eval", "lmms_eval", f"pip install 'lmms-eval{SUPPORTED_LMMS_EVAL}'"),
         _check_package("transformers", "transformers", "pip install 'transformers>=5,<6'"),
         _check_package("peft", "peft", "pip install peft"),
     ]

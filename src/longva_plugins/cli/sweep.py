@@ -14,7 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from longva_plugins.errors import ConfigError
+from longva_plugins.errors import SettingError
 from longva_plugins.task_utils.frame_sweep import (
     cell,
     collect,
@@ -30,15 +30,15 @@ def parse_frames(text: str) -> list[int]:
     try:
         counts = [int(x) for x in text.split(",") if x.strip()]
     except ValueError as exc:
-        raise ConfigError(f"--frames must be comma-separated integers, e.g. 8,16,32; got {text!r}") from exc
+        raise SettingError(f"--frames must be comma-separated integers, e.g. 8,16,32; got {text!r}") from exc
     if not counts or any(n <= 0 for n in counts):
-        raise ConfigError(f"--frames needs positive frame counts; got {text!r}")
+        raise SettingError(f"--frames needs positive frame counts; got {text!r}")
     return sorted(set(counts))
 
 
 def lmms_eval_command(args, frames: int) -> list[str]:
     if re.search(r"(?:^|,)\s*max_frames_num\s*=", args.model_args or ""):
-        raise ConfigError("--model-args must not set max_frames_num: the sweep sets it from --frames")
+        raise SettingError("--model-args must not set max_frames_num: the sweep sets it from --frames")
     model_args = ",".join(
         x
         for x in (
@@ -72,7 +72,7 @@ def run_sweep(args, console) -> list[int]:
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     if not args.pretrained:
-        raise ConfigError("--pretrained is required to run a sweep (or pass --from-results DIR... to redraw)")
+        raise SettingError("--pretrained is required to run a sweep (or pass --from-results DIR... to redraw)")
     failed = []
     counts = parse_frames(args.frames)
     with Progress(

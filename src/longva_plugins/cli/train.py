@@ -13,9 +13,9 @@ def _run(args) -> int:
     for override in args.set or []:
         key, _, value = override.partition("=")
         if key not in LongVATrainingConfig.__dataclass_fields__:
-            from longva_plugins.errors import ConfigError
+            from longva_plugins.errors import SettingError
 
-            raise ConfigError(f"--set {override!r}: unknown field {key!r}")
+            raise SettingError(f"--set {override!r}: unknown field {key!r}")
         current = getattr(config, key)
         setattr(config, key, type(current)(value) if current is not None and not isinstance(current, bool)
                 else value.lower() in ("1", "true", "yes") if isinstance(current, bool) else value)

@@ -15,7 +15,7 @@ import re
 from collections import defaultdict
 from pathlib import Path
 
-from longva_plugins.errors import ConfigError, DataError
+from longva_plugins.errors import DataError, SettingError
 from longva_plugins.fileio import atomic_write_text
 
 logger = logging.getLogger(__name__)
@@ -133,7 +133,7 @@ def answer_extraction_mode() -> str:
     """The answer extraction in force: ``$LONGVA_ANSWER_EXTRACTION`` or ``"lmms_eval"``."""
     mode = (os.environ.get(ANSWER_EXTRACTION_ENV) or "lmms_eval").strip().lower()
     if mode not in ANSWER_EXTRACTION_MODES:
-        raise ConfigError(f"{ANSWER_EXTRACTION_ENV}={mode!r}; use one of {', '.join(ANSWER_EXTRACTION_MODES)}")
+        raise SettingError(f"{ANSWER_EXTRACTION_ENV}={mode!r}; use one of {', '.join(ANSWER_EXTRACTION_MODES)}")
     return mode
 
 
@@ -178,7 +178,7 @@ def extract_choice(text, choices: str = "ABCD", mode: str | None = None) -> str:
     if mode == "paper":
         return _extract_paper(text, choices)
     if mode != "lmms_eval":
-        raise ConfigError(f"answer extraction mode {mode!r}; use one of {', '.join(ANSWER_EXTRACTION_MODES)}")
+        raise SettingError(f"answer extraction mode {mode!r}; use one of {', '.join(ANSWER_EXTRACTION_MODES)}")
     from lmms_eval.tasks._task_utils.mcq_extract import extract_mcq_answer
 
     return extract_mcq_answer(text, choices=list(choices))

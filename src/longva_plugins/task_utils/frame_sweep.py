@@ -19,7 +19,7 @@ import json
 import re
 from pathlib import Path
 
-from longva_plugins.errors import ConfigError, DataError
+from longva_plugins.errors import DataError, SettingError
 from longva_plugins.fileio import atomic_write_bytes, atomic_write_text
 
 #: Keys of a dict metric taken as its headline number, in order of preference.
@@ -158,7 +158,7 @@ def pick_breakdown(rows: dict[int, dict], breakdown: str | None) -> str | None:
     if breakdown == "auto":
         return next((name for name in AUTO_BREAKDOWNS if name in present), None)
     if breakdown not in present:
-        raise ConfigError(
+        raise SettingError(
             f"--breakdown {breakdown!r} is not in the results (they have: {', '.join(sorted(present)) or 'none'})"
         )
     return breakdown

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from longva_plugins.errors import ConfigError
+from longva_plugins.errors import SettingError
 
 STAGES = ("projector", "full", "lora")
 #: PEFT ``target_modules`` default: the language model's linear layers only (a regex over full
@@ -41,17 +41,17 @@ class LongVATrainingConfig:
 
     def __post_init__(self):
         if self.stage not in STAGES:
-            raise ConfigError(f"stage must be one of {', '.join(STAGES)}; got {self.stage!r}")
+            raise SettingError(f"stage must be one of {', '.join(STAGES)}; got {self.stage!r}")
         if self.learning_rate is None:
             self.learning_rate = {"projector": 1e-3, "lora": 2e-4, "full": 1e-5}[self.stage]
         if self.learning_rate <= 0:
-            raise ConfigError(f"learning_rate must be positive; got {self.learning_rate}")
+            raise SettingError(f"learning_rate must be positive; got {self.learning_rate}")
         if self.stage == "lora" and (self.lora_r <= 0 or self.lora_alpha <= 0):
-            raise ConfigError(f"LoRA needs lora_r > 0 and lora_alpha > 0; got r={self.lora_r}, alpha={self.lora_alpha}")
+            raise SettingError(f"LoRA needs lora_r > 0 and lora_alpha > 0; got r={self.lora_r}, alpha={self.lora_alpha}")
         if not 0 <= self.lora_dropout < 1:
-            raise ConfigError(f"lora_dropout must be in [0, 1); got {self.lora_dropout}")
+            raise SettingError(f"lora_dropout must be in [0, 1); got {self.lora_dropout}")
         if self.on_bad_sample not in ("skip", "error"):
-            raise ConfigError(f"on_bad_sample must be 'skip' or 'error'; got {self.on_bad_sample!r}")
+            raise SettingError(f"on_bad_sample must be 'skip' or 'error'; got {self.on_bad_sample!r}")
 
     @classmethod
     def from_file(cls, path: str) -> "LongVATrainingConfig":
@@ -65,7 +65,7 @@ class LongVATrainingConfig:
         known = set(cls.__dataclass_fields__)
         unknown = sorted(set(data) - known)
         if unknown:
-            raise ConfigError(f"{path}: unknown keys {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+            raise SettingError(f"{path}: unknown keys {', '.join(unknown)}; known: {', '.join(sorted(known))}")
         return cls(**data)
 
     def to_dict(self) -> dict:

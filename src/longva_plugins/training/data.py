@@ -23,10 +23,10 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
+from longva_plugins.constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
 from longva_plugins.errors import DataError
 
 logger = logging.getLogger(__name__)
-IGNORE_INDEX = -100
 ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant"}
 
 
@@ -172,7 +172,7 @@ def build_inputs(model, samples: list[Sample], pad_token_id: int = 0):
         embed = base.embed_multimodal(sample.input_ids, blocks)[0]  # (L', D)
         label = []
         for token, lab in zip(sample.input_ids.tolist(), sample.labels.tolist()):
-            label.extend([IGNORE_INDEX] * blocks[0].shape[0] if token == -200 else [lab])
+            label.extend([IGNORE_INDEX] * blocks[0].shape[0] if token == IMAGE_TOKEN_INDEX else [lab])
         embeds.append(embed)
         labels.append(torch.tensor(label, dtype=torch.long))
     length = max(e.shape[0] for e in embeds)

@@ -10,9 +10,10 @@ group by the zigzag ring attention kernels.
 from __future__ import annotations
 
 import torch
-import torch.distributed as dist
 
-from longva_plugins.attention.sequence_parallel import IGNORE_INDEX, shard_batch
+from longva_plugins.attention.sequence_parallel import shard_batch
+from longva_plugins.constants import IGNORE_INDEX
+from longva_plugins.distributed import all_reduce_sum, group_rank, group_size
 
 
 def pack_documents(documents: list[list[int]], seq_len: int, separator_id: int) -> torch.Tensor:
@@ -35,8 +36,7 @@ def sequence_parallel_loss(model, input_ids: torch.Tensor, group=None, pad_id: i
     where ``loss`` is this rank's *sum* over its tokens divided by the global token count, so that
     summing gradients over ranks (``all_reduce``) gives the gradient of the global mean loss.
     """
-    world = dist.get_world_size(group) if dist.is_initialized() else 1
-    rank = dist.get_rank(group) if dist.is_initialized() else 0
+    world, rank = group_size(group), group_rank(group)
     device = next(model.parameters()).device
     shard = {k: v.to(device) if isinstance(v, torch.Tensor) else v
              for k, v in shard_batch(input_ids, input_ids if labels is None else labels, world, rank, pad_id=pad_id).items()}
@@ -46,18 +46,17 @@ def sequence_parallel_loss(model, input_ids: torch.Tensor, group=None, pad_id: i
                                               ignore_index=IGNORE_INDEX, reduction="sum")
     # on the model's device: NCCL all-reduces CUDA tensors only
     tokens = (labels != IGNORE_INDEX).sum().to(torch.float32)
-    if world > 1:
-        dist.all_reduce(tokens, group=group)
+    all_reduce_sum(tokens, group)
     return local / tokens, tokens
 
 
 def all_reduce_gradients(model, group=None) -> None:
     """Sum parameter gradients over the sequence-parallel group (each rank saw part of the tokens)."""
-    if not dist.is_initialized() or dist.get_world_size(group) == 1:
+    if group_size(group) == 1:
         return
     for param in model.parameters():
         if param.grad is not None:
-            dist.all_reduce(param.grad, group=group)
+            all_reduce_sum(param.grad, group)
 
 
 __all__ = ["all_reduce_gradients", "pack_documents", "sequence_parallel_loss"]

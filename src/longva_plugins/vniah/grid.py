@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from longva_plugins.errors import ConfigError
+from longva_plugins.errors import SettingError
 
 PAPER_DEPTHS = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 
@@ -21,10 +21,10 @@ class GridSpec:
 
     def __post_init__(self):
         if self.frames_min < 1 or self.frames_step < 1 or self.frames_max < self.frames_min:
-            raise ConfigError(f"invalid V-NIAH frame range {self.frames_min}..{self.frames_max} step {self.frames_step}")
+            raise SettingError(f"invalid V-NIAH frame range {self.frames_min}..{self.frames_max} step {self.frames_step}")
         bad = [d for d in self.depths if not 0.0 <= d <= 1.0]
         if bad or not self.depths:
-            raise ConfigError(f"V-NIAH depths must lie in [0, 1]; got {list(self.depths)}")
+            raise SettingError(f"V-NIAH depths must lie in [0, 1]; got {list(self.depths)}")
 
     @property
     def frame_counts(self) -> list[int]:
@@ -50,7 +50,7 @@ def parse_grid(spec: str | None) -> GridSpec:
         lo, hi, step = (int(x) for x in fields["frames"].split(":"))
         depths = tuple(float(x) for x in fields.get("depths", ",".join(map(str, PAPER_DEPTHS))).split(","))
     except (KeyError, ValueError) as exc:
-        raise ConfigError(
+        raise SettingError(
             f"cannot parse V-NIAH grid {spec!r}: use a preset ({', '.join(PRESETS)}) or "
             "'frames=MIN:MAX:STEP;depths=0,0.5,1'"
         ) from exc

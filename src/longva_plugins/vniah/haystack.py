@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from longva_plugins.errors import ConfigError
+from longva_plugins.errors import SettingError
 
 
 class Haystack:
@@ -30,7 +30,7 @@ class Haystack:
 
     def check_length(self, num_frames: int) -> None:
         if self.length is not None and num_frames > self.length:
-            raise ConfigError(
+            raise SettingError(
                 f"LONGVA_VNIAH_GRID asks for {num_frames} frames but the haystack {self.identity} "
                 f"(LONGVA_VNIAH_HAYSTACK) has {self.length} frames at 1 FPS; allowed: at most {self.length} frames "
                 "(use a longer video or a smaller grid)"
@@ -92,7 +92,7 @@ class VideoHaystack(Haystack):
 
         self.path = os.fspath(path)
         if not os.path.isfile(self.path):
-            raise ConfigError(f"haystack video not found: {self.path}; set LONGVA_VNIAH_HAYSTACK to a video file")
+            raise SettingError(f"haystack video not found: {self.path}; set LONGVA_VNIAH_HAYSTACK to a video file")
         stat = os.stat(self.path)
         digest = hashlib.sha256(f"{os.path.abspath(self.path)}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:16]
         self.identity = f"video:{os.path.basename(self.path)}:{digest}"
@@ -100,9 +100,9 @@ class VideoHaystack(Haystack):
         try:  # the 1-FPS length from the header: a grid that does not fit fails at task build
             fps, total = probe_video(self.path)
         except VideoDecodeError as exc:
-            raise ConfigError(f"LONGVA_VNIAH_HAYSTACK={self.path}: {exc}") from exc
+            raise SettingError(f"LONGVA_VNIAH_HAYSTACK={self.path}: {exc}") from exc
         if total <= 0:
-            raise ConfigError(f"LONGVA_VNIAH_HAYSTACK={self.path}: the video has no frames")
+            raise SettingError(f"LONGVA_VNIAH_HAYSTACK={self.path}: the video has no frames")
         self.source_indices = one_fps_indices(total, fps)
         self.length = len(self.source_indices)
 
@@ -126,7 +126,7 @@ def resolve_haystack(spec: str | None) -> Haystack:
             return contribution[spec]()
     if os.path.exists(spec):
         return VideoHaystack(spec)
-    raise ConfigError(f"unknown V-NIAH haystack {spec!r}: use 'synthetic', 'synthetic:SEED' or a video file path")
+    raise SettingError(f"unknown V-NIAH haystack {spec!r}: use 'synthetic', 'synthetic:SEED' or a video file path")
 
 
 __all__ = ["Haystack", "SyntheticHaystack", "VideoHaystack", "one_fps_indices", "resolve_haystack"]

@@ -48,16 +48,9 @@ def _everyone_has(found: bool, model) -> bool:
     while another rank looked is run again by all of them."""
     if not (hasattr(model, "uses_sharded_kv") and model.uses_sharded_kv()):
         return found
-    import torch.distributed as dist
+    from longva_plugins.distributed import all_agree, get_sequence_parallel_group
 
-    from longva_plugins.attention.transformers_integration import get_sequence_parallel_group, group_size
-
-    group = get_sequence_parallel_group()
-    if group_size(group) == 1:
-        return found
-    flag = torch.tensor([int(found)], device=model.device if model.device.type == "cuda" else "cpu")
-    dist.all_reduce(flag, op=dist.ReduceOp.MIN, group=group)
-    return bool(flag.item())
+    return all_agree(found, get_sequence_parallel_group(), model.device if model.device.type == "cuda" else "cpu")
 
 
 class VNIAHScorer:

@@ -27,10 +27,10 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import CLIPVisionModel, DynamicCache, GenerationMixin, Qwen2ForCausalLM
 
-from longva_plugins.errors import ConfigError, InputMismatchError
+from longva_plugins.constants import IMAGE_TOKEN_INDEX
+from longva_plugins.errors import InputMismatchError, SettingError
 from longva_plugins.models.longva.configuration_longva import LongVAConfig
 
-IMAGE_TOKEN_INDEX = -200
 DEFAULT_ENCODE_CHUNK = 16
 DEFAULT_PREFILL_CHUNK = 4096
 
@@ -52,7 +52,7 @@ class LongVAProjector(nn.Sequential):
                 layers += [nn.GELU(), nn.Linear(config.hidden_size, config.hidden_size)]
             super().__init__(*layers)
         else:
-            raise ConfigError(f"mm_projector_type {kind!r} is not supported; use 'mlp2x_gelu' or 'linear'.")
+            raise SettingError(f"mm_projector_type {kind!r} is not supported; use 'mlp2x_gelu' or 'linear'.")
 
 
 class LongVAVisionTower(nn.Module):
@@ -85,7 +85,7 @@ class LongVAVisionTower(nn.Module):
             return hidden[:, 1:]  # (N, P, C) CLS dropped
         if self.select_feature == "cls_patch":
             return hidden
-        raise ConfigError(f"mm_vision_select_feature {self.select_feature!r} is not supported ('patch', 'cls_patch').")
+        raise SettingError(f"mm_vision_select_feature {self.select_feature!r} is not supported ('patch', 'cls_patch').")
 
 
 @dataclass
@@ -197,7 +197,7 @@ class LongVAForCausalLM(Qwen2ForCausalLM, GenerationMixin):
             size = (math.ceil(g / stride), math.ceil(g / stride))
             pooled = F.interpolate(grid, size=size, mode="bilinear")
         else:
-            raise ConfigError(f"mm_spatial_pool_mode {mode!r} is not supported ('average', 'max', 'bilinear').")
+            raise SettingError(f"mm_spatial_pool_mode {mode!r} is not supported ('average', 'max', 'bilinear').")
         return pooled.permute(0, 2, 3, 1).reshape(n, -1, d)  # (N, T, D)
 
     def encode_frames(self, pixel_values: torch.Tensor, chunk_size: int | None = None) -> torch.Tensor:
@@ -292,26 +292,25 @@ class LongVAForCausalLM(Qwen2ForCausalLM, GenerationMixin):
             )
 
     def uses_sharded_kv(self) -> bool:
-        """Whether the model runs the ``longva_sharded_kv`` attention (KV cache split over ranks)."""
-        from longva_plugins.attention.sharded_kv import SHARDED_KV
+        """Whether the model's attention keeps its own KV cache (one registered with
+        :func:`~.cache_longva.register_kv_cache`: ``longva_sharded_kv``, the cache split over ranks)."""
+        from longva_plugins.models.longva.cache_longva import registered_kv_cache
 
-        return getattr(self.config, "_attn_implementation", None) == SHARDED_KV
+        return registered_kv_cache(getattr(self.config, "_attn_implementation", None)) is not None
 
     def new_cache(self, capacity: int = 0) -> DynamicCache:
-        """An empty KV cache for :meth:`prefill`: a ``DynamicCache``, or with the
-        ``longva_sharded_kv`` attention a :class:`~longva_plugins.attention.ShardedKVCache` over the
-        sequence-parallel group (each rank stores its share; see ``attention/sharded_kv.py``).
+        """An empty KV cache for :meth:`prefill`: the one the model's attention registered
+        (``longva_sharded_kv``: a ``ShardedKVCache`` over the sequence-parallel group, each rank
+        storing its share), else a ``DynamicCache``.
 
         ``capacity``: the longest sequence the cache will hold, when the caller knows it (the
         V-NIAH grid's longest cell): every layer is then allocated once at that length
-        (:class:`~longva_plugins.attention.sharded_kv.GrowingCache`), so growing and cropping the
-        cache never reallocates it."""
-        from longva_plugins.attention.sharded_kv import GrowingCache, ShardedKVCache
+        (:class:`~.cache_longva.GrowingCache`), so growing and cropping the cache never reallocates it."""
+        from longva_plugins.models.longva.cache_longva import GrowingCache, registered_kv_cache
 
-        if self.uses_sharded_kv():
-            from longva_plugins.attention.transformers_integration import get_sequence_parallel_group
-
-            return ShardedKVCache(group=get_sequence_parallel_group(), config=self.config, capacity=capacity)
+        factory = registered_kv_cache(getattr(self.config, "_attn_implementation", None))
+        if factory is not None:
+            return factory(self.config, capacity)
         if capacity > 0:
             return GrowingCache(capacity=capacity, config=self.config)
         return DynamicCache(config=self.config)

@@ -57,8 +57,6 @@ def merge_vision_weights(checkpoint: str | os.PathLike, weights_dir: str | os.Pa
     """``checkpoint`` with the projector (and tower) a ``stage: projector`` run saved in
     ``weights_dir`` (``mm_projector.safetensors``, ``vision_tower.safetensors``), as a new checkpoint
     folder ``out_dir`` in the reference layout (written beside, then renamed into place)."""
-    import shutil
-
     import torch
     from safetensors.torch import load_file
 

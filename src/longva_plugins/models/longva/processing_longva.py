@@ -26,8 +26,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from longva_plugins.errors import ConfigError, ContextLengthError, InputMismatchError
-from longva_plugins.models.longva.modeling_longva import IMAGE_TOKEN_INDEX
+from longva_plugins.errors import ContextLengthError, InputMismatchError, SettingError
+from longva_plugins.constants import IMAGE_TOKEN_INDEX
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -67,7 +67,7 @@ def select_best_resolution(size_wh: tuple[int, int], pinpoints: Sequence[Sequenc
         if effective > best_effective or (effective == best_effective and wasted < best_wasted):
             best, best_effective, best_wasted = (int(cand_w), int(cand_h)), effective, wasted
     if best is None:
-        raise ConfigError("image_grid_pinpoints is empty: the checkpoint config lists no anyres canvas")
+        raise SettingError("image_grid_pinpoints is empty: the checkpoint config lists no anyres canvas")
     return best
 
 
@@ -122,7 +122,7 @@ class LongVAImageProcessor:
     def __call__(self, images: Iterable, mode: str = "crop") -> torch.Tensor:
         """Preprocess images/frames -> ``(N, 3, S, S)`` float32. ``mode`` is ``crop`` or ``pad``."""
         if mode not in ("crop", "pad"):
-            raise ConfigError(f"preprocessing mode {mode!r} is not supported; use 'crop' or 'pad'")
+            raise SettingError(f"preprocessing mode {mode!r} is not supported; use 'crop' or 'pad'")
         out = []
         for image in images:
             pil = _to_pil(image)
@@ -196,7 +196,7 @@ class LongVAProcessor:
     def preprocess_anyres(self, image) -> tuple[torch.Tensor, tuple[int, int]]:
         """An image -> ``(pixel_values (1 + gh*gw, 3, 336, 336), (gh, gw))``."""
         if not self.image_grid_pinpoints:
-            raise ConfigError("this checkpoint has no image_grid_pinpoints; anyres images need them")
+            raise SettingError("this checkpoint has no image_grid_pinpoints; anyres images need them")
         return self.image_processor.anyres(image, self.image_grid_pinpoints)
 
     def select_best_resolution(self, size_wh, pinpoints=None) -> tuple[int, int]:
