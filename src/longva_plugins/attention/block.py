@@ -14,7 +14,7 @@ Backward: recomputes each tile's probabilities from ``q, k, lse`` and uses
 
 Numerics: scores, softmax statistics and partial outputs are kept in float32 (float64 inputs
 stay float64), whatever the input dtype; merging bf16 partial outputs is the known source of
-errors that grow with the ring size (longva-reference.md §5).
+errors that grow with the ring size (docs/longva-numerics.md §5).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Zigzag ring attention (LongVA's long-context training, longva-reference.md §5).
+"""Zigzag ring attention (LongVA's long-context training, docs/longva-numerics.md §5).
 
 The sequence is cut into ``2W`` chunks; rank ``r`` holds chunks ``r`` and ``2W-1-r``, so every
 rank does the same amount of causal work. With the local query halves ``(r, 2W-1-r)`` and a K/V

@@ -60,7 +60,7 @@ OPTION_PROMPT = (
 )
 SUBTITLES_HEADER = "This video's subtitles are listed below: \n"
 # The lmms-eval release the paper's numbers came from (around commit 63532aaf, 2024-06-23) wrote
-# the options as the Python list's repr and always ended with this line (longva-reference.md §8).
+# the options as the Python list's repr and always ended with this line (docs/longva-numerics.md §8).
 SUBTITLE_POST_PROMPT = "The best answer is:"
 # Video-MME's .srt files wrap every line in this tag; the built-in task keeps only its content.
 _FONT_TAG = re.compile(r'<font color="white" size=".72c">(.*?)</font>')

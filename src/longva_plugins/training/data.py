@@ -1,6 +1,6 @@
 """LLaVA conversation data -> LongVA training samples (``qwen_1_5`` template, loss on answers only).
 
-A sample (LLaVA's format, longva-reference.md §6)::
+A sample (LLaVA's format, docs/longva-numerics.md §6)::
 
     {"id": "x1", "image": "a.jpg" | "video": "b.mp4",
      "conversations": [{"from": "human", "value": "<image>\\nWhat is this?"}, {"from": "gpt", "value": "A cat."}, ...]}

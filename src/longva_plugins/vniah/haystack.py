@@ -1,6 +1,6 @@
 """V-NIAH haystacks: a deterministic synthetic video (the embedded default) or any user video.
 
-The paper's haystack is a feature film sampled at 1 FPS (longva-reference.md §3), which cannot be
+The paper's haystack is a feature film sampled at 1 FPS (docs/longva-numerics.md §3), which cannot be
 redistributed. :class:`SyntheticHaystack` generates frames procedurally: each frame depends only
 on ``(seed, index)``, so any frame can be produced on demand without holding the video, and
 consecutive frames differ (drifting gradient, moving shapes, a frame counter bar) like real

@@ -3,7 +3,7 @@
 A cell (frames ``n``, depth ``d``, needle ``k``) is the reference sequence
 ``[system+user prefix] [haystack[:idx], needle, haystack[idx:n]] [question] [<|im_end|>\\n<|im_start|>assistant\\n] [answer]``
 with ``idx = int(d * n)``; it is correct iff the argmax at every answer position equals the
-answer token (longva-reference.md §3). Each text piece is tokenised on its own, as the reference
+answer token (docs/longva-numerics.md §3). Each text piece is tokenised on its own, as the reference
 does. Unlike the reference (full-vocabulary fp32 logits for every position on 8 GPUs), the
 forward runs in chunks over a KV cache and computes logits only for the answer span, so memory
 grows linearly with the number of frames.

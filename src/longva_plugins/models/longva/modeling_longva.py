@@ -12,7 +12,7 @@ Composition, not copies: :class:`LongVAForCausalLM` *is* a transformers
 That places every weight under the reference key names (``model.mm_projector.0.weight``,
 ``model.vision_tower.vision_tower.vision_model.*``), so the released checkpoints load as they are.
 
-Long-video helpers avoid the reference's memory traps (longva-reference.md §1, §3): frames are
+Long-video helpers avoid the reference's memory traps (docs/longva-numerics.md §1, §3): frames are
 encoded in chunks keeping only the selected CLIP layer; the prefill runs in chunks over a KV
 cache; logits are computed only at the positions asked for.
 """

@@ -37,7 +37,7 @@ CHAT_ROLES = ("system", "user", "assistant")
 
 
 # The ``qwen_1_5`` (ChatML) template, written once; V-NIAH scoring and training data build their
-# sequences from these pieces (longva-reference.md §1).
+# sequences from these pieces (docs/longva-numerics.md §1).
 def chatml_open(role: str) -> str:
     """``<|im_start|>{role}\n``: the start of a turn."""
     return f"<|im_start|>{role}\n"
