@@ -12,11 +12,11 @@ pytest.importorskip("lmms_eval")
 PROBE = """
 import sys
 import longva_plugins._startup as startup
-assert startup.install_import_hook()
-assert "lmms_eval.tasks" not in sys.modules
-import lmms_eval.tasks as tasks
-from longva_plugins.lmms_eval_compat import _MARK
-print(getattr(tasks.TaskManager.initialize_tasks, _MARK, False), "lmms_eval.models" in sys.modules)
+installed = startup.install_import_hook()
+imported_before = "lmms_eval.tasks" in sys.modules
+import lmms_eval.tasks  # noqa: F401
+from longva_plugins.lmms_eval_compat import task_discovery_active
+print(installed, imported_before, task_discovery_active(), "lmms_eval.models" in sys.modules)
 """
 
 
@@ -31,9 +31,11 @@ def _probe(env_extra=None):
 def test_task_manager_patched_on_import_without_models():
     out = _probe()
     assert out.returncode == 0, out.stderr[-3000:]
-    assert out.stdout.split() == ["True", "False"]
+    # hook installed, lmms_eval.tasks not imported before, task manager wired, no models imported
+    assert out.stdout.split() == ["True", "False", "True", "False"]
 
 
 def test_startup_hook_can_be_disabled():
     out = _probe({"LONGVA_PLUGINS_NO_STARTUP_HOOK": "1"})
-    assert out.returncode != 0 and "AssertionError" in out.stderr
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.split() == ["False", "False", "False", "False"], "disabled: nothing wired on import"

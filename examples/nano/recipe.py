@@ -99,7 +99,7 @@ def images(out: Path) -> dict[str, Path]:
 
 def stage2(out: Path, lm: Path, data: dict[str, Path], label: str) -> Path:
     """Both stage-2 phases on top of the language model ``lm``; returns the assembled checkpoint."""
-    from longva_plugins.models.longva.nano import merge_vision_weights
+    from longva_plugins.nano.build import merge_vision_weights
 
     final = out / f"nano-{label}"
     if (final / "config.json").is_file():
@@ -146,7 +146,7 @@ def main():
     parser.add_argument("--out", default="outputs/nano")
     parser.add_argument("--install", action="store_true", help="copy the long model into the package (nano_checkpoint())")
     args = parser.parse_args()
-    from longva_plugins.models.longva.nano import install_nano, make_nano_init
+    from longva_plugins.nano.build import install_nano, make_nano_init
     from longva_plugins.nano.report import write_report
 
     out = Path(args.out).resolve()

@@ -30,7 +30,7 @@ def main():
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     from longva_plugins.models.longva import LongVAForCausalLM, LongVAProcessor
-    from longva_plugins.models.longva.nano import save_checkpoint
+    from longva_plugins.nano.build import save_checkpoint
     from longva_plugins.nano.scenes import COLOURS, TILE, cell_labels, compose
 
     torch.manual_seed(args.seed)

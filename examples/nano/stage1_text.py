@@ -62,7 +62,7 @@ def main():
     from longva_plugins.attention import ZIGZAG
     from longva_plugins.fileio import atomic_write_text
     from longva_plugins.models.longva import LongVAForCausalLM, LongVAProcessor
-    from longva_plugins.models.longva.nano import save_checkpoint
+    from longva_plugins.nano.build import save_checkpoint
     from longva_plugins.nano.text import TextNeedleTask
     from longva_plugins.training.long_context import all_reduce_gradients, sequence_parallel_loss
 

@@ -14,6 +14,11 @@ from pathlib import Path
 from typing import Iterator
 
 
+def default_cache_dir() -> Path:
+    """Where the package keeps its caches: ``$LONGVA_PLUGINS_CACHE`` or ``~/.cache/longva_plugins``."""
+    return Path(os.environ.get("LONGVA_PLUGINS_CACHE", Path.home() / ".cache" / "longva_plugins"))
+
+
 @contextlib.contextmanager
 def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path`` (same suffix, so writers that pick a format by the
@@ -62,4 +67,4 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
-__all__ = ["atomic_output", "atomic_write_bytes", "atomic_write_text"]
+__all__ = ["atomic_output", "atomic_write_bytes", "atomic_write_text", "default_cache_dir"]

@@ -96,3 +96,20 @@ def test_batched_generation_matches_one_at_a_time(adapter):
     finally:
         adapter.batch_size_per_gpu = 1
     assert batched == single
+
+
+def test_the_checkpoint_declares_its_evaluation_defaults(monkeypatch):
+    """The shipped nano says it reads the `nano` needles: with LONGVA_VNIAH_NEEDLES unset the V-NIAH
+    task uses them; a user's setting still wins; a checkpoint without defaults changes nothing."""
+    from longva_plugins.adapter.lmms_longva import LongVA
+    from longva_plugins.models.longva import ensure_tiny_checkpoint, nano_checkpoint
+    from longva_plugins.vniah.grid import env_settings
+
+    monkeypatch.delenv("LONGVA_VNIAH_NEEDLES", raising=False)
+    LongVA(pretrained=str(nano_checkpoint()), device="cpu")
+    assert env_settings()["needles"] == "nano"
+    monkeypatch.setenv("LONGVA_VNIAH_NEEDLES", "synthetic")
+    assert env_settings()["needles"] == "synthetic"
+    monkeypatch.delenv("LONGVA_VNIAH_NEEDLES")
+    LongVA(pretrained=str(ensure_tiny_checkpoint()), device="cpu")
+    assert env_settings()["needles"] == "synthetic"

@@ -88,8 +88,9 @@ def test_decode_step_over_two_kv_shards_equals_one_process(tmp_path):
 
 
 def _mismatch_worker(rank, store, out_dir):
-    from longva_plugins.attention.transformers_integration import _make
-    from longva_plugins.attention.zigzag import zigzag_ring_attention_func
+    from transformers import AttentionInterface
+
+    import longva_plugins.attention  # noqa: F401  (registers the names)
 
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=WORLD)
     try:
@@ -97,7 +98,7 @@ def _mismatch_worker(rank, store, out_dir):
         q = torch.randn(1, 4, length, 8)
         k = v = torch.randn(1, 2, length, 8)
         try:
-            _make(zigzag_ring_attention_func)(None, q, k, v, None)
+            AttentionInterface()["longva_ring_zigzag"](None, q, k, v, None)
             outcome = "no error"
         except Exception as exc:  # the SettingError naming both ranks' shapes
             outcome = f"{type(exc).__name__}: {exc}"

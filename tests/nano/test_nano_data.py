@@ -13,7 +13,7 @@ from longva_plugins.nano.text import TextNeedleTask
 @pytest.fixture(scope="module")
 def processor():
     from longva_plugins.models.longva import LongVAProcessor
-    from longva_plugins.models.longva.nano import nano_tokenizer
+    from longva_plugins.nano.build import nano_tokenizer
 
     return LongVAProcessor(nano_tokenizer())
 
@@ -117,7 +117,7 @@ def test_merge_vision_weights_replaces_projector_and_tower_only(tiny_checkpoint,
 
     from longva_plugins.errors import CheckpointError
     from longva_plugins.models.longva import LongVAForCausalLM
-    from longva_plugins.models.longva.nano import merge_vision_weights
+    from longva_plugins.nano.build import merge_vision_weights
 
     base = LongVAForCausalLM.from_pretrained(tiny_checkpoint)
     state = base.state_dict()
@@ -141,7 +141,7 @@ def test_merge_vision_weights_replaces_projector_and_tower_only(tiny_checkpoint,
 
 def test_report_tables_and_figures(tmp_path):
     from longva_plugins.nano.report import by_frames, write_report
-    from longva_plugins.vniah.plot import cell_scores, write_all_accuracies
+    from longva_plugins.vniah.results import cell_scores, write_all_accuracies
 
     def run(name, correct):
         records = [{"frames": n, "depth": d, "correct": correct(n, d)} for n in (10, 50) for d in (0.0, 1.0) for _ in range(2)]

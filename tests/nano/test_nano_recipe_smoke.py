@@ -36,7 +36,7 @@ def _is_lm(name):
 
 
 def test_each_stage_runs_a_few_steps(tmp_path):
-    from longva_plugins.models.longva.nano import make_nano_init, merge_vision_weights
+    from longva_plugins.nano.build import make_nano_init, merge_vision_weights
 
     init = make_nano_init(tmp_path / "init0")
     # stage 0: the tower alone

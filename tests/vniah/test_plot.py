@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 
 from longva_plugins.cli import main
-from longva_plugins.vniah.plot import cell_scores, plot_heatmap, write_all_accuracies
+from longva_plugins.vniah.plot import plot_heatmap
+from longva_plugins.vniah.results import cell_scores, write_all_accuracies
 
 
 def _records():

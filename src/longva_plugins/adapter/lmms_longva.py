@@ -75,9 +75,6 @@ class LongVA(lmms):
                  peft: str | None = None, allow_length_extrapolation: bool = False, sequence_parallel: int = 1,
                  **kwargs) -> None:
         super().__init__()
-        from longva_plugins.models.longva import LongVAForCausalLM, LongVAProcessor
-        from longva_plugins.models.longva.processing_longva import DEFAULT_SYSTEM
-
         # Every setting is checked before the (possibly minutes-long) load, and all problems are
         # reported together: a wrong setting must stop the run, never turn into empty answers.
         settings = _check_settings(
@@ -91,20 +88,39 @@ class LongVA(lmms):
         )
         self._rank = int(os.environ.get("RANK", 0))
         self._world_size = int(os.environ.get("WORLD_SIZE", 1))
-        local_rank = int(os.environ.get("LOCAL_RANK", 0))
-        if device is None:
-            device = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
-        elif device == "cuda" and self._world_size > 1:
-            device = f"cuda:{local_rank}"
-        load_map = device_map if device_map == "auto" else (None if str(device).startswith("cpu") else device)
+        device = self._choose_device(device)
         self._sp = settings["sequence_parallel"]
         self._sp_group, self._sp_rank = None, 0
         if self._sp > 1:
             attn_implementation = self._join_sequence_parallel_group()
         elif attn_implementation is None and str(device).startswith("cpu"):
             attn_implementation = _cpu_attention()
+        self._load(pretrained, device, device_map, torch_dtype or dtype, attn_implementation, peft)
+        self._apply_settings(settings, mm_spatial_pool_mode, video_decode_backend, system_prompt)
+        #: ``(task, doc_id, message)`` for every sample answered empty because of bad input.
+        self.failures: list[tuple[str, Any, str]] = []
+        if self._world_size > 1 and not is_distributed() and os.environ.get("MASTER_ADDR"):
+            from accelerate import Accelerator
+
+            self.accelerator = Accelerator()
+
+    def _choose_device(self, device: str | None) -> str:
+        """The device setting, defaulted: CUDA when available (under torchrun: the local rank's GPU)."""
+        local_rank = int(os.environ.get("LOCAL_RANK", 0))
+        if device is None:
+            return f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
+        if device == "cuda" and self._world_size > 1:
+            return f"cuda:{local_rank}"
+        return device
+
+    def _load(self, pretrained: str, device: str, device_map: str | None, dtype: str | None,
+              attn_implementation: str | None, peft: str | None) -> None:
+        """Model (with a PEFT adapter merged when given) and processor, on ``device``."""
+        from longva_plugins.models.longva import LongVAForCausalLM, LongVAProcessor
+
+        load_map = device_map if device_map == "auto" else (None if str(device).startswith("cpu") else device)
         self.model = LongVAForCausalLM.from_pretrained(
-            pretrained, torch_dtype=torch_dtype or dtype, device_map=load_map, attn_implementation=attn_implementation
+            pretrained, torch_dtype=dtype, device_map=load_map, attn_implementation=attn_implementation
         )
         if peft:
             self.model = _apply_peft(self.model, peft)
@@ -113,6 +129,15 @@ class LongVA(lmms):
         self._device = torch.device(device) if device_map != "auto" else self.model.model.embed_tokens.weight.device
         self.processor = LongVAProcessor.from_pretrained(pretrained)
         self.model.valid_vocab_size = len(self.processor)
+        from longva_plugins.task_utils.common import set_checkpoint_defaults
+
+        set_checkpoint_defaults(getattr(self.model.config, "eval_defaults", None), pretrained)
+
+    def _apply_settings(self, settings: dict, mm_spatial_pool_mode, video_decode_backend, system_prompt) -> None:
+        """The checked settings onto the adapter and the model; a frame count that can never fit
+        the context is a setting error (not one empty answer per sample)."""
+        from longva_plugins.models.longva.processing_longva import DEFAULT_SYSTEM
+
         self.model.allow_length_extrapolation = settings["allow_length_extrapolation"]
         if settings["mm_spatial_pool_stride"] is not None:
             self.model.config.mm_spatial_pool_stride = settings["mm_spatial_pool_stride"]
@@ -126,16 +151,10 @@ class LongVA(lmms):
         self.prefill_chunk_size = settings["prefill_chunk_size"]
         self.system_prompt = system_prompt if system_prompt is not None else DEFAULT_SYSTEM
         self.stop_token_ids = _stop_token_ids(self.model, self.processor)
-        try:  # a frame count that can never fit the context is a setting, not a per-sample, problem
+        try:
             self.model.check_length(self.max_frames_num * self.model.config.tokens_per_frame)
         except ContextLengthError as exc:
             raise SettingError(f"max_frames_num={self.max_frames_num}: {exc}") from None
-        #: ``(task, doc_id, message)`` for every sample answered empty because of bad input.
-        self.failures: list[tuple[str, Any, str]] = []
-        if self._world_size > 1 and not is_distributed() and os.environ.get("MASTER_ADDR"):
-            from accelerate import Accelerator
-
-            self.accelerator = Accelerator()
 
     # ------------------------------------------------------------------ sequence parallelism
     def _join_sequence_parallel_group(self) -> str:
@@ -272,30 +291,10 @@ class LongVA(lmms):
         ``sequence_parallel``, whose groups run the union of their ranks' requests together)."""
         results: list[str | None] = [None] * len(requests)
         start = len(self.failures)
-        batch_size = 1 if self.prefill_chunk_size or self._sp > 1 else self.batch_size_per_gpu
-        pending: list[tuple[int, torch.Tensor]] = []
-        pending_kwargs = None
-
-        def flush():
-            nonlocal pending
-            if pending:
-                texts = self._generate([e for _, e in pending], pending_kwargs or {})
-                for (index, _), text in zip(pending, texts):
-                    if index is not None:
-                        results[index] = text
-                pending = []
-
-        items = []  # (index, context, gen_kwargs, task, doc_id, visuals)
-        for index, request in enumerate(requests):
-            context, gen_kwargs, doc_to_visual, doc_id, task, split = request.args
-            try:
-                items.append((index, context, gen_kwargs, task, doc_id, self._visuals(doc_to_visual, task, split, doc_id)))
-            except SampleError as exc:
-                self._record_failure(task, doc_id, exc)
-                results[index] = ""
-        work = self._with_group_requests(items)
+        batch = _GenerationBatch(self, results, 1 if self.prefill_chunk_size or self._sp > 1 else self.batch_size_per_gpu)
         for owner, (index, context, gen_kwargs, task, doc_id, visuals) in tqdm(
-                work, disable=self.rank != 0, desc="longva generate"):
+                self._with_group_requests(self._generation_items(requests, results)), disable=self.rank != 0,
+                desc="longva generate"):
             mine = owner == self._sp_rank
             try:
                 blocks = self._encode(visuals)
@@ -305,13 +304,23 @@ class LongVA(lmms):
                     self._record_failure(task, doc_id, exc)
                     results[index] = ""
                 continue
-            if pending and (gen_kwargs != pending_kwargs or len(pending) >= batch_size):
-                flush()
-            pending_kwargs = gen_kwargs
-            pending.append((index if mine else None, embeds))
-        flush()
+            batch.add(index if mine else None, embeds, gen_kwargs)
+        batch.flush()
         self._report_failures("generate_until", start)
         return [r if r is not None else "" for r in results]
+
+    def _generation_items(self, requests: list[Instance], results: list) -> list[tuple]:
+        """``(index, context, gen_kwargs, task, doc_id, visuals)`` per request whose visuals resolve;
+        the others are answered empty (and recorded) in ``results`` at once."""
+        items = []
+        for index, request in enumerate(requests):
+            context, gen_kwargs, doc_to_visual, doc_id, task, split = request.args
+            try:
+                items.append((index, context, gen_kwargs, task, doc_id, self._visuals(doc_to_visual, task, split, doc_id)))
+            except SampleError as exc:
+                self._record_failure(task, doc_id, exc)
+                results[index] = ""
+        return items
 
     def loglikelihood(self, requests: list[Instance]) -> list[tuple[float, bool]]:
         """Teacher-forced: ``(mean negative log-likelihood, continuation is the greedy argmax)``.
@@ -413,6 +422,31 @@ class LongVA(lmms):
             results.append(answers or [""])
         self._report_failures("generate_until_multi_round", start)
         return results
+
+
+class _GenerationBatch:
+    """Prompts waiting to be generated together: same generation settings, at most ``size``.
+    Results go to ``results[index]`` (``index`` None: a sample another rank of the group owns)."""
+
+    def __init__(self, adapter: LongVA, results: list, size: int):
+        self.adapter, self.results, self.size = adapter, results, size
+        self.pending: list[tuple[int | None, torch.Tensor]] = []
+        self.gen_kwargs = None
+
+    def add(self, index: int | None, embeds: torch.Tensor, gen_kwargs: dict) -> None:
+        if self.pending and (gen_kwargs != self.gen_kwargs or len(self.pending) >= self.size):
+            self.flush()
+        self.gen_kwargs = gen_kwargs
+        self.pending.append((index, embeds))
+
+    def flush(self) -> None:
+        if not self.pending:
+            return
+        texts = self.adapter._generate([e for _, e in self.pending], self.gen_kwargs or {})
+        for (index, _), text in zip(self.pending, texts):
+            if index is not None:
+                self.results[index] = text
+        self.pending = []
 
 
 #: The model_args this adapter takes (for the unknown-model_arg check).

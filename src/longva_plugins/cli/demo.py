@@ -23,7 +23,7 @@ def _run(args) -> int:
     from longva_plugins.models.longva.nano import nano_checkpoint
     from longva_plugins.nano.report import by_frames
     from longva_plugins.task_utils.common import side_output_dir
-    from longva_plugins.vniah.plot import load_scores
+    from longva_plugins.vniah.results import load_scores
 
     console = Console()
     if args.pretrained:

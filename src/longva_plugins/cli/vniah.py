@@ -8,7 +8,8 @@ from pathlib import Path
 def _plot(args) -> int:
     from rich.console import Console
 
-    from longva_plugins.vniah.plot import find_results_file, load_scores, plot_heatmap
+    from longva_plugins.vniah.plot import plot_heatmap
+    from longva_plugins.vniah.results import find_results_file, load_scores
 
     source = find_results_file(args.results)
     scores = load_scores(source)

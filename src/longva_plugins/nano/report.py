@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from longva_plugins.fileio import atomic_output, atomic_write_text
-from longva_plugins.vniah.plot import average_accuracy, find_results_file, load_scores
+from longva_plugins.vniah.results import average_accuracy, find_results_file, load_scores
 
 
 def by_frames(scores: list[dict]) -> dict[int, float]:

@@ -29,6 +29,36 @@ ANSWER_EXTRACTION_MODES = ("lmms_eval", "paper")
 
 
 # --------------------------------------------------------------------------- media and data
+#: Evaluation defaults a checkpoint may declare in its config (``"eval_defaults": {...}``), used
+#: when the user sets none: key -> the environment variable it stands in for.
+CHECKPOINT_DEFAULT_SETTINGS = {
+    "vniah_needles": "LONGVA_VNIAH_NEEDLES",
+    "vniah_haystack": "LONGVA_VNIAH_HAYSTACK",
+    "vniah_grid": "LONGVA_VNIAH_GRID",
+}
+_CHECKPOINT_DEFAULTS: dict[str, str] = {}
+
+
+def set_checkpoint_defaults(defaults: dict | None, checkpoint: str = "") -> None:
+    """Record the ``eval_defaults`` of the checkpoint being evaluated (the ``longva`` model does, when
+    it loads: lmms-eval builds the model before the tasks). Unknown keys are logged and ignored."""
+    _CHECKPOINT_DEFAULTS.clear()
+    for key, value in (defaults or {}).items():
+        if key in CHECKPOINT_DEFAULT_SETTINGS:
+            _CHECKPOINT_DEFAULTS[key] = str(value)
+        else:
+            logger.warning("checkpoint %s: unknown eval_defaults key %r ignored (known: %s)", checkpoint, key,
+                           ", ".join(CHECKPOINT_DEFAULT_SETTINGS))
+    if _CHECKPOINT_DEFAULTS:
+        logger.info("checkpoint %s declares evaluation defaults %s (used where the environment sets none)",
+                    checkpoint, _CHECKPOINT_DEFAULTS)
+
+
+def setting(key: str, fallback: str | None = None) -> str | None:
+    """A task setting: its environment variable, else the checkpoint's declared default, else ``fallback``."""
+    return os.environ.get(CHECKPOINT_DEFAULT_SETTINGS[key]) or _CHECKPOINT_DEFAULTS.get(key) or fallback
+
+
 def hf_home() -> Path:
     """``$HF_HOME`` (default ``~/.cache/huggingface``), where lmms-eval's built-in tasks cache videos."""
     return Path(os.path.expanduser(os.environ.get("HF_HOME") or "~/.cache/huggingface"))

@@ -17,8 +17,12 @@ from pathlib import Path
 
 import torch
 
-from longva_plugins.fileio import atomic_write_bytes
-from longva_plugins.models.longva.tiny import default_cache_dir
+from longva_plugins.fileio import atomic_write_bytes, default_cache_dir
+
+
+def vniah_cache_dir(root: str | os.PathLike | None = None) -> Path:
+    """The V-NIAH cache folder: ``root`` (``LONGVA_VNIAH_CACHE``) or ``<package cache>/vniah``."""
+    return Path(root) if root else default_cache_dir() / "vniah"
 
 
 def cache_key(*parts) -> str:
@@ -65,7 +69,7 @@ class EmbeddingCache:
     """Per-frame visual embeddings ``(T, D)`` under ``root/embeddings/``."""
 
     def __init__(self, root: str | os.PathLike | None = None, memory_bytes: int | None = None):
-        self.root = Path(root) if root else default_cache_dir() / "vniah"
+        self.root = vniah_cache_dir(root)
         self.hits = 0
         self.misses = 0
         # Entries already read in this process (the needles and the frames of recent cells), bounded
@@ -121,7 +125,7 @@ class CellStore:
     """Finished V-NIAH cells as small JSON files under ``root/cells/``."""
 
     def __init__(self, root: str | os.PathLike | None = None):
-        self.root = Path(root) if root else default_cache_dir() / "vniah"
+        self.root = vniah_cache_dir(root)
 
     def path(self, **key) -> Path:
         digest = cache_key(*(f"{k}={key[k]}" for k in sorted(key)))
@@ -140,4 +144,5 @@ class CellStore:
         atomic_write_bytes(self.path(**key), json.dumps(record, sort_keys=True).encode())
 
 
-__all__ = ["PROTOCOL_VERSION", "CellStore", "EmbeddingCache", "cache_key", "model_fingerprint", "weights_digest"]
+__all__ = ["PROTOCOL_VERSION", "CellStore", "EmbeddingCache", "cache_key", "model_fingerprint", "vniah_cache_dir",
+           "weights_digest"]

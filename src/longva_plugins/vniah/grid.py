@@ -80,11 +80,15 @@ def layout(num_frames: int, depth: float) -> list[int | None]:
 
 
 def env_settings() -> dict:
-    """The V-NIAH configuration from the environment (documented in the README)."""
+    """The V-NIAH configuration from the environment (documented in the README); where a variable
+    is unset, the evaluated checkpoint's ``eval_defaults`` (``vniah_grid``, ``vniah_haystack``,
+    ``vniah_needles``), then the package defaults."""
+    from longva_plugins.task_utils.common import setting
+
     return {
-        "grid": os.environ.get("LONGVA_VNIAH_GRID", "small"),
-        "haystack": os.environ.get("LONGVA_VNIAH_HAYSTACK", "synthetic"),
-        "needles": os.environ.get("LONGVA_VNIAH_NEEDLES", "synthetic"),
+        "grid": setting("vniah_grid", "small"),
+        "haystack": setting("vniah_haystack", "synthetic"),
+        "needles": setting("vniah_needles", "synthetic"),
         "cache_dir": os.environ.get("LONGVA_VNIAH_CACHE"),
         "train_frames": os.environ.get("LONGVA_VNIAH_TRAIN_FRAMES"),
     }

@@ -124,10 +124,9 @@ class VNIAHVisual(str):
 
 
 def _video_path(doc: dict) -> str:
-    from longva_plugins.vniah.cache import cache_key
-    from longva_plugins.models.longva.tiny import default_cache_dir
+    from longva_plugins.vniah.cache import cache_key, vniah_cache_dir
 
-    root = Path(_settings()["cache_dir"] or default_cache_dir() / "vniah")
+    root = vniah_cache_dir(_settings()["cache_dir"])
     key = cache_key(doc["haystack"], doc["needles"], doc["needle_id"], doc["frames"], doc["depth"])
     return str(root / "videos" / f"{key[:20]}.mp4")
 
@@ -205,7 +204,8 @@ def _aggregate(items, args, task: str) -> float:
     ``<--output_path>/longva/<task>/``: ``all_accuracies.json`` and ``avg_accuracy.txt`` as the
     original writes them, ``heatmap.png`` and ``breakdown.json`` (every cell)."""
     from longva_plugins.task_utils.common import side_output_dir, write_breakdown
-    from longva_plugins.vniah.plot import average_accuracy, cell_scores, plot_heatmap, write_all_accuracies
+    from longva_plugins.vniah.plot import plot_heatmap
+    from longva_plugins.vniah.results import average_accuracy, cell_scores, write_all_accuracies
 
     scores = cell_scores(items)
     average = average_accuracy(scores)
@@ -215,8 +215,11 @@ def _aggregate(items, args, task: str) -> float:
         write_all_accuracies(scores, out_dir)
         train = _settings()["train_frames"]
         heatmap = plot_heatmap(scores, out_dir / "heatmap.png", title=task, train_frames=float(train) if train else None)
-        write_breakdown(out_dir, task, {"average": average, "cells": cells, "n": len(items)})
-        logger.info("V-NIAH %s: average %.3f; heatmap at %s", task, average, heatmap)
+        settings = _settings()
+        write_breakdown(out_dir, task, {"average": average, "cells": cells, "n": len(items),
+                                        "needles": settings["needles"], "haystack": settings["haystack"]})
+        logger.info("V-NIAH %s: average %.3f (needles %s, haystack %s); heatmap at %s", task, average,
+                    settings["needles"], settings["haystack"], heatmap)
     except Exception as exc:
         logger.warning("V-NIAH: could not write all_accuracies.json / heatmap (%s: %s)", type(exc).__name__, exc)
     return average

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import torch
 
+from longva_plugins.fileio import default_cache_dir
+
 TINY_VERSION = "v1"
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 
@@ -144,10 +146,6 @@ def make_tiny_checkpoint(out_dir: str | os.PathLike, seed: int = 0, num_shards: 
     return out
 
 
-def default_cache_dir() -> Path:
-    return Path(os.environ.get("LONGVA_PLUGINS_CACHE", Path.home() / ".cache" / "longva_plugins"))
-
-
 def ensure_tiny_checkpoint(cache_dir: str | os.PathLike | None = None, seed: int = 0) -> Path:
     """The tiny checkpoint under ``cache_dir`` (default: ``$LONGVA_PLUGINS_CACHE`` or
     ``~/.cache/longva_plugins``), built once. Concurrent callers never see a partial folder:
@@ -171,4 +169,4 @@ def ensure_tiny_checkpoint(cache_dir: str | os.PathLike | None = None, seed: int
     return target
 
 
-__all__ = ["build_tiny_tokenizer", "default_cache_dir", "ensure_tiny_checkpoint", "make_tiny_checkpoint"]
+__all__ = ["build_tiny_tokenizer", "ensure_tiny_checkpoint", "make_tiny_checkpoint"]

@@ -1,0 +1,99 @@
+"""Building LongVA-nano: the tokenizer (trained on the nano text corpus), the untrained checkpoint
+the recipe (``examples/nano/``) starts from, merging a stage's weights, saving and installing
+checkpoints. The shipped, trained checkpoint is located by
+:func:`longva_plugins.models.longva.nano_checkpoint`."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from longva_plugins.errors import CheckpointError
+from longva_plugins.models.longva.nano import NANO_POOL_STRIDE, NANO_TEXT, NANO_TOWER, NANO_VISION, SHIPPED
+
+
+def nano_tokenizer():
+    """The nano BPE: prompt pieces, filler and colour words are single tokens."""
+    from longva_plugins.models.longva.tiny import build_tiny_tokenizer
+    from longva_plugins.nano.text import corpus
+
+    return build_tiny_tokenizer(vocab_size=NANO_TEXT["vocab_size"] - 3, corpus=corpus())
+
+
+#: What the nano is evaluated with when the user sets nothing (config.json ``eval_defaults``): it
+#: was trained to read the ``nano`` needles, not the default ``synthetic`` set.
+NANO_EVAL_DEFAULTS = {"vniah_needles": "nano"}
+
+
+def make_nano_init(out_dir: str | os.PathLike, seed: int = 0) -> Path:
+    """An untrained nano checkpoint (transformers' initialisation): the recipe's starting point.
+    Its config declares :data:`NANO_EVAL_DEFAULTS`, which every later stage's checkpoint keeps."""
+    import json
+
+    from longva_plugins.fileio import atomic_write_text
+    from longva_plugins.models.longva.tiny import make_tiny_checkpoint
+
+    path = make_tiny_checkpoint(out_dir, seed=seed, num_shards=1, tokenizer=nano_tokenizer(), vision=NANO_VISION,
+                                unit_scale=False, tower_name=NANO_TOWER, pool_stride=NANO_POOL_STRIDE, **NANO_TEXT)
+    config = json.loads((path / "config.json").read_text())
+    config["eval_defaults"] = dict(NANO_EVAL_DEFAULTS)
+    atomic_write_text(path / "config.json", json.dumps(config, indent=2, sort_keys=True) + "\n")
+    return path
+
+
+
+def merge_vision_weights(checkpoint: str | os.PathLike, weights_dir: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
+    """``checkpoint`` with the projector (and tower) a ``stage: projector`` run saved in
+    ``weights_dir`` (``mm_projector.safetensors``, ``vision_tower.safetensors``), as a new checkpoint
+    folder ``out_dir`` in the reference layout (written beside, then renamed into place)."""
+    import torch
+    from safetensors.torch import load_file
+
+    from longva_plugins.models.longva.modeling_longva import LongVAForCausalLM
+
+    weights = Path(weights_dir)
+    state = {}
+    for name in ("mm_projector.safetensors", "vision_tower.safetensors"):
+        if (weights / name).is_file():
+            state.update(load_file(weights / name))
+    if not state:
+        raise CheckpointError(f"{weights} holds neither mm_projector.safetensors nor vision_tower.safetensors")
+    model = LongVAForCausalLM.from_pretrained(checkpoint, torch_dtype=torch.float32)
+    known = set(model.state_dict())
+    unknown = sorted(set(state) - known)
+    if unknown:
+        raise CheckpointError(f"{weights}: weights the model does not have: {', '.join(unknown[:5])}")
+    model.load_state_dict(state, strict=False)
+    return save_checkpoint(model, checkpoint, out_dir)
+
+
+def save_checkpoint(model, source: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
+    """Save ``model``'s weights with every other file of the checkpoint folder ``source``
+    (config, tokenizer, ...) as the checkpoint folder ``out_dir``, atomically."""
+    import shutil
+
+    from longva_plugins.fileio import atomic_directory
+
+    with atomic_directory(out_dir) as tmp:
+        shutil.copytree(source, tmp, dirs_exist_ok=True, ignore=shutil.ignore_patterns("model*.safetensors*"))
+        model.save_pretrained(tmp, safe_serialization=True)
+    return Path(out_dir)
+
+
+def install_nano(checkpoint: str | os.PathLike) -> Path:
+    """Copy a trained nano checkpoint into this source tree's package folder (what
+    :func:`nano_checkpoint` returns and wheels carry)."""
+    import shutil
+
+    from longva_plugins.fileio import atomic_directory
+
+    import longva_plugins.models.longva as package
+
+    target = Path(package.__file__).resolve().parent / SHIPPED
+    with atomic_directory(target) as tmp:
+        shutil.copytree(checkpoint, tmp, dirs_exist_ok=True)
+    return target
+
+
+__all__ = ["NANO_EVAL_DEFAULTS", "install_nano", "make_nano_init", "merge_vision_weights", "nano_tokenizer",
+           "save_checkpoint"]
