@@ -228,10 +228,6 @@ class AttentionKernel:
     backward: Callable
     #: ``backward`` takes ``grads=(dq, dk, dv)`` and adds into them in place
     accumulates: bool = False
-    #: the kernel whose backward a ring of several ranks uses instead (``None``: this one). A ring
-    #: adds every block's gradients into accumulators that travel; a kernel that returns fresh
-    #: gradients per block holds a block's dq/dk/dv beside them, one that accumulates does not.
-    ring_backward: "AttentionKernel | None" = None
 
     def backward_add(self, grads, dout, q, k, v, out, lse, causal, softmax_scale, **kwargs):
         """Adds this block's ``(dq, dk, dv)`` into the accumulators ``grads`` (in place)."""

@@ -26,7 +26,6 @@ import functools
 import torch
 
 from longva_plugins.attention.block import (
-    TORCH_KERNEL,
     AttentionKernel,
     acc_dtype,
     block_attention,
@@ -146,8 +145,6 @@ def fused_backward(dout, q, k, v, out, lse, causal: bool, softmax_scale: float |
     return dq, dk, dv
 
 
-#: On several ranks the ring's backward runs the tiled kernel, which adds into the travelling dK/dV
-#: accumulators in place (per-rank memory; benchmarks/bench_ring_attention.py --layer decoder).
-FUSED_KERNEL = AttentionKernel("fused", fused_forward, fused_backward, ring_backward=TORCH_KERNEL)
+FUSED_KERNEL = AttentionKernel("fused", fused_forward, fused_backward)
 
 __all__ = ["FUSED_DTYPES", "FUSED_KERNEL", "fused_applies", "fused_backward", "fused_forward"]

@@ -76,7 +76,6 @@ def ring_backward(dout, q, k, v, out, lse, plan: Plan, softmax_scale, group, ker
         extra = {"key_padding": key_padding} if key_padding is not None else {}
         dq, dk, dv = kernel.backward(dout, q, k, v, out, lse, causal, softmax_scale, **extra)
         return dq.to(acc), dk.to(acc), dv.to(acc)
-    kernel = kernel.ring_backward or kernel
     dq = torch.zeros(q.shape, dtype=acc, device=q.device)
     cur_k, cur_v = k, v
     for step in range(world):
