@@ -112,17 +112,13 @@ def _grid_scorer(cache_dir):
     from longva_plugins.vniah.scoring import VNIAHScorer
 
     path = kv_checkpoint(16, 256)
-    model = LongVAForCausalLM.from_pretrained(path, attn_implementation=_cpu_attention())
+    from longva_plugins.attention import CAUSAL  # the adapter's default on CPU, for both loops
+
+    model = LongVAForCausalLM.from_pretrained(path, attn_implementation=CAUSAL)
     processor = LongVAProcessor.from_pretrained(path)
     model.valid_vocab_size = len(processor)
     return VNIAHScorer(model, processor, SyntheticHaystack(seed=0, size=(48, 64)), synthetic_needles()[:2],
                        "synthetic:v1", cache=EmbeddingCache(cache_dir))
-
-
-def _cpu_attention():
-    from longva_plugins.adapter.lmms_longva import _cpu_attention as default
-
-    return default()  # the adapter's default on CPU, for both loops
 
 
 def _grid_cells(frames_list):
@@ -207,7 +203,7 @@ def sharing_bounds(frames_list) -> tuple[float, float]:
 
     ref_tokens = ref_attention = 0.0
     spans = []  # (start, end) of every span our loop prefills
-    prefix = tail = 0
+    prefix = 0
     held = None
     for n, d, k in _grid_cells(frames_list):
         length = n + 1

@@ -93,22 +93,21 @@ def fused_forward(q, k, v, causal: bool, softmax_scale: float | None = None, key
     scale = softmax_scale if softmax_scale is not None else d ** -0.5
     acc = acc_dtype(q.dtype)
     pieces = _pieces(lq, lk, causal)
-    if groups == 1:  # one call per piece over every head
+
+    def heads(qg):  # (out, lse) of the query heads qg over every piece, merged
         out, lse = None, None
         for keys, is_causal in pieces:
-            part_out, part_lse = _op()(q, k[:, :, keys], v[:, :, keys], 0.0, is_causal, scale=scale)
+            part_out, part_lse = _op()(qg, k[:, :, keys], v[:, :, keys], 0.0, is_causal, scale=scale)
             out, lse = merge_partial(out, lse, part_out.to(acc), part_lse.to(acc))
         return out, lse
+
+    if groups == 1:  # every head in one call per piece
+        return heads(q)
     out = output_buffer(b, h, lq, d, acc, q.device, torch.empty)
     lse = torch.empty(b, h, lq, dtype=acc, device=q.device)
     for g in range(groups):
-        qg = q[:, g::groups]  # (B, Hk, Lq, D): the query heads of every key/value head
-        merged_out, merged_lse = None, None
-        for keys, is_causal in pieces:
-            part_out, part_lse = _op()(qg, k[:, :, keys], v[:, :, keys], 0.0, is_causal, scale=scale)
-            merged_out, merged_lse = merge_partial(merged_out, merged_lse, part_out.to(acc), part_lse.to(acc))
-        out[:, g::groups] = merged_out
-        lse[:, g::groups] = merged_lse
+        # q[:, g::groups] (B, Hk, Lq, D): the query heads of every key/value head
+        out[:, g::groups], lse[:, g::groups] = heads(q[:, g::groups])
     return out, lse
 
 

@@ -68,11 +68,12 @@ def _make(func):
     def attention_forward(module, query, key, value, attention_mask, dropout: float = 0.0, scaling=None, **kwargs):
         # query (B, H, Lq, D), key/value (B, Hk, Lk, D): GQA heads are not expanded
         padding = _key_padding(query, key, attention_mask)
-        if group_size(get_sequence_parallel_group()) > 1:
+        group = get_sequence_parallel_group()
+        if group_size(group) > 1:
             if query.shape[2] < key.shape[2]:  # new tokens over a ShardedKVCache's history
                 return _sharded(query, key, value, padding, scaling), None
-            check_across_ranks(query, key, value, get_sequence_parallel_group(), padding is not None)
-        out, _ = func(query, key, value, causal=True, softmax_scale=scaling, group=get_sequence_parallel_group(), key_padding=padding)
+            check_across_ranks(query, key, value, group, padding is not None)
+        out, _ = func(query, key, value, causal=True, softmax_scale=scaling, group=group, key_padding=padding)
         return out.transpose(1, 2).contiguous(), None  # (B, Lq, H, D)
 
     return attention_forward
@@ -90,10 +91,10 @@ def _sharded(query, key, value, padding, scaling):
     """The new tokens (replicated) against this rank's history share plus themselves; ``(B, Lq, H, D)``."""
     from longva_plugins.attention.sharded_kv import sharded_kv_attention
 
-    new = query.shape[2]
-    if group_size(get_sequence_parallel_group()) > 1:  # the new tokens are the same on every rank; histories differ in length
-        check_across_ranks(query, key[:, :, -new:], value[:, :, -new:], get_sequence_parallel_group(), padding is not None)
-    out = sharded_kv_attention(query, key, value, scaling, get_sequence_parallel_group(), key_padding=padding)
+    new, group = query.shape[2], get_sequence_parallel_group()
+    if group_size(group) > 1:  # the new tokens are the same on every rank; histories differ in length
+        check_across_ranks(query, key[:, :, -new:], value[:, :, -new:], group, padding is not None)
+    out = sharded_kv_attention(query, key, value, scaling, group, key_padding=padding)
     return out.to(query.dtype).transpose(1, 2).contiguous()
 
 

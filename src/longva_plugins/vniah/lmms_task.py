@@ -91,14 +91,13 @@ class VNIAHVisual(str):
     def longva_plan(model, processor, visuals, **options) -> None:
         """Called by the ``longva`` adapter once, before the first cell, with every V-NIAH visual
         it will score: each scorer's KV cache is sized for its longest cell (allocated once)."""
-        longest: dict = {}
+        longest: dict = {}  # (haystack, needles) -> the visual with the most frames
         for visual in visuals:
             key = (visual.doc["haystack"], visual.doc["needles"])
-            longest[key] = max(longest.get(key, visual.doc["frames"]), visual.doc["frames"])
-        for visual in visuals:
-            key = (visual.doc["haystack"], visual.doc["needles"])
-            if key in longest:
-                visual._scorer(model, processor, **options).reserve(longest.pop(key))
+            if key not in longest or visual.doc["frames"] > longest[key].doc["frames"]:
+                longest[key] = visual
+        for visual in longest.values():
+            visual._scorer(model, processor, **options).reserve(visual.doc["frames"])
 
     def longva_sort_key(self) -> tuple:
         """Requests sorted by this key share one KV cache best (insertion index first)."""

@@ -125,8 +125,8 @@ class VNIAHScorer:
     def prompt_embeds(self, block: torch.Tensor, question: str) -> torch.Tensor:
         """``(1, L, D)``: prefix, visual block, question and assistant header, each tokenised alone."""
         pre = self._embed_text(PRE_TEXT)
-        return torch.cat([pre, block.unsqueeze(0).to(pre.device, pre.dtype), self._embed_text(question),
-                          self._embed_text(POST_TEXT)], dim=1)  # (1, L, D)
+        return torch.cat([pre, block.unsqueeze(0).to(pre.device, pre.dtype), self._question_embeds(question)],
+                         dim=1)  # (1, L, D)
 
     def cell_key(self, num_frames: int, depth: float, needle_index: int, mode: str = "ppl") -> dict:
         return dict(model=self.fingerprint, haystack=self.haystack.identity, needles=self.needle_set_id,
@@ -181,7 +181,6 @@ class VNIAHScorer:
         needle (the previous cell had the same insertion index and needle and fewer frames: every
         ``depth = 0`` cell of a grid, for one), only the missing frames are prefilled; otherwise it is
         cropped back to the prefix and the needle and the frames after it are prefilled."""
-        tokens = self.model.config.tokens_per_frame
         held = self._tail
         if held is not None and held[:2] == (idx, needle_index) and held[2] <= num_frames:
             cache, start = self._prefix_cache, held[2]
@@ -189,7 +188,7 @@ class VNIAHScorer:
             cache, start = self._prefix_to(idx), idx
             needle = self.needle_embeds(needle_index).reshape(1, -1, self.model.config.hidden_size)  # (1, T, D)
             self.model.prefill(needle, chunk_size=self.prefill_chunk_size, past_key_values=cache)
-        crop_to(cache, self._prefix_pre_len + (start + 1) * tokens)
+        # the cache now ends after haystack[idx:start] (the previous cell was cropped before its question)
         self._prefill_frames(cache, start, num_frames)
         self._tail = (idx, needle_index, num_frames)
         return cache

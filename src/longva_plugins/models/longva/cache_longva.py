@@ -105,17 +105,13 @@ class GrowingCache(DynamicCache):
 
     def __init__(self, capacity: int = 0, config=None):
         super().__init__()
-        self.capacity = capacity
+        # DynamicCache.update appends layers made by this (GrowingLayer.update keeps the new tokens)
         self.layer_class_to_replicate = functools.partial(GrowingLayer, capacity=capacity)
 
     def _layer(self, layer_idx: int) -> GrowingLayer:
         while len(self.layers) <= layer_idx:
             self.layers.append(self.layer_class_to_replicate())
         return self.layers[layer_idx]
-
-    def update(self, key_states, value_states, layer_idx, *args, **kwargs):
-        return self._layer(layer_idx).put(key_states, value_states, keep=True)
-
 
 
 __all__ = ["GrowingCache", "GrowingLayer", "register_kv_cache", "registered_kv_cache"]
