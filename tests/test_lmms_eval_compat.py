@@ -199,3 +199,33 @@ def test_setting_errors_end_only_an_lmms_eval_cli_with_a_status(monkeypatch):
         build()
     assert compat.recorded_setting_errors() == ["max_frames_num=0 is not allowed"]
     compat._exit_after_setting_error()  # returns: this process is not the lmms-eval CLI
+
+
+def test_response_cache_keys_carry_the_loaded_checkpoint_identity_for_longva_only(monkeypatch):
+    from lmms_eval.caching.response_cache import ResponseCache
+
+    from longva_plugins import lmms_eval_compat as compat
+
+    compat.patch_response_cache()
+    assert getattr(ResponseCache.create, compat._MARK, False) and compat.patch_response_cache() is False
+    monkeypatch.setattr(compat, "_MODEL_IDENTITY", {})
+    assert compat._with_identity("longva", "pretrained=/x") == "pretrained=/x", "nothing loaded: unchanged"
+    compat.record_model_identity("abc123")
+    assert compat._with_identity("longva", "pretrained=/x") == "pretrained=/x,longva_identity=abc123"
+    assert compat._with_identity("longva_hf", {"pretrained": "/x"}) == {"pretrained": "/x", "longva_identity": "abc123"}
+    assert compat._with_identity("qwen2_vl", "pretrained=/x") == "pretrained=/x", "other models keep their key"
+
+
+def test_checkpoint_identity_changes_with_any_file_of_the_checkpoint(tmp_path):
+    import os
+
+    from longva_plugins.adapter.lmms_longva import checkpoint_identity
+
+    (tmp_path / "config.json").write_text("{}")
+    (tmp_path / "model.safetensors").write_bytes(b"1234")
+    first = checkpoint_identity(str(tmp_path))
+    assert checkpoint_identity(str(tmp_path)) == first
+    stat = (tmp_path / "model.safetensors").stat()
+    os.utime(tmp_path / "model.safetensors", ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    assert checkpoint_identity(str(tmp_path)) != first
+    assert checkpoint_identity("lmms-lab/LongVA-7B") != checkpoint_identity("lmms-lab/LongVA-7B-DPO")

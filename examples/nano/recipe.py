@@ -11,9 +11,17 @@ ranks with zigzag ring attention. The *control* is the same run stopped after th
 Stage 2 (short vision, ``longva-plugins train stage2_vision.yaml``): the projector learns, between
 the frozen tower and the frozen language model, to answer the colour of the framed square in single
 anyres images (at most 10 tiles: under ``L_TEXT / 8`` tokens), with a curriculum (large squares on
-grey first). Evaluation (``lmms-eval --model longva --tasks vniah``): V-NIAH with the ``nano`` needles
-on haystacks no stage saw -- the synthetic V-NIAH video (two seeds) and a video of photographs --
-up to ``L_TEXT`` tokens of frames. Writes ``report.md`` / ``report.json`` and the heatmaps.
+grey first). Stage 3 (``--mc``, experimental: multiple-choice alignment, ``longva-plugins train
+stage3_mc.yaml``, stage ``full``, tower frozen): questions about 12-frame synthetic clips (which
+colour of framed square appears, which first, how many times, in which order) in the exact prompts
+of ``longva_videomme``, ``longva_videomme_paper``, ``longva_videomme_w_subtitle`` and
+``longva_mlvu_dev``, answered with the option letter, mixed with text-only questions of the same
+kinds (``longva_plugins.nano.minibench``). Evaluation, all through ``lmms-eval --model longva``:
+V-NIAH with the ``nano`` needles on haystacks no stage saw -- the synthetic V-NIAH video (two seeds)
+and a video of photographs -- up to ``L_TEXT`` tokens of frames, then to 2x that (``GRID_PAST``) and
+``vniah_gen`` (the answer generated); with ``--mc``, the four multiple-choice tasks on the mini
+benchmark (``longva-plugins make-mini-bench``: unseen seeds, 64 to 256 frames). Writes
+``report.md`` / ``report.json`` and the heatmaps.
 """
 
 from __future__ import annotations
@@ -46,7 +54,16 @@ STAGE2 = [
 ]
 #: The V-NIAH grid: frames x depths (16 tokens a frame: 250 frames = 4000 tokens).
 GRID = "frames=10:250:40;depths=0,0.2,0.4,0.6,0.8,1"
+#: Stage 3: videos of 12-frame clips per layout (Video-MME: every question a clip supports; MLVU:
+#: one), and steps of 8 questions.
+MC_CLIPS = 900
+#: ... and as many text-only questions (the clips' questions over filler text with colour words
+#: planted, up to ~1,000 tokens): the reasoning learnt on text, where it is cheap and long.
+MC_TEXT = 4000
+STAGE3_STEPS = 500
 TEXT_EVAL = [256, 512, 1024, 2048, 4096]
+#: Past the training length, as the paper does: up to 2x the stage-1 text length (500 frames = 8000 tokens).
+GRID_PAST = "frames=50:500:50;depths=0,0.25,0.5,0.75,1"
 
 
 def log(message: str) -> None:
@@ -116,24 +133,81 @@ def stage2(out: Path, lm: Path, data: dict[str, Path], label: str) -> Path:
     return final
 
 
+def mc_clips(out: Path) -> Path:
+    """The stage-3 clips (seed 0; the mini benchmark uses seed 1000), their conversations and the
+    text-only questions, shuffled together."""
+    from longva_plugins.fileio import atomic_write_text
+    import numpy as np
+
+    from longva_plugins.nano.minibench import CLIP_FRAMES, CLIP_SHOT, alignment_records, text_records, write_bench
+
+    folder = out / "mc-clips"
+    if not (folder / "data.json").is_file():
+        log(f"stage-3 clips: {MC_CLIPS} videos of {CLIP_FRAMES} frames per layout")
+        if not (folder / "plans.json").is_file():
+            write_bench(folder, 0, {"short": MC_CLIPS}, {"short": CLIP_FRAMES}, CLIP_SHOT, pool=300)
+        records = alignment_records(folder, 0) + text_records(0, MC_TEXT)
+        order = np.random.default_rng(5).permutation(len(records))
+        atomic_write_text(folder / "data.json", json.dumps([records[i] for i in order]))
+    return folder / "data.json"
+
+
+def stage3(out: Path, vision: Path, data: Path, label: str) -> Path:
+    """Multiple-choice alignment on top of the stage-2 model ``vision``; returns the final checkpoint."""
+    from longva_plugins.nano.build import merge_full_weights
+
+    final = out / f"nano-mc-{label}"
+    if (final / "config.json").is_file():
+        return final
+    weights = out / f"stage3-{label}"
+    run([sys.executable, "-m", "longva_plugins.cli", "train", HERE / "stage3_mc.yaml",
+         "--set", f"model_name_or_path={vision}", "--set", f"data_path={data}",
+         "--set", f"output_dir={weights}", "--set", f"max_steps={STAGE3_STEPS}"],
+        log_file=out / "logs" / f"stage3-{label}.log")
+    return merge_full_weights(vision, weights, final)
+
+
+def mini_bench(out: Path) -> Path:
+    from longva_plugins.nano.minibench import make_mini_bench
+
+    folder = out / "mini-bench"
+    if not (folder / "plans.json").is_file():
+        make_mini_bench(folder)
+    return folder
+
+
+def multiple_choice(out: Path, checkpoint: Path, bench: Path, tag: str) -> dict:
+    """The four multiple-choice tasks on the mini benchmark through lmms-eval: ``{task: scores}``."""
+    from longva_plugins.nano.minibench import BENCH_MODEL_ARGS, TASKS, bench_env, bench_scores
+
+    result_dir = out / "mc" / tag
+    if not list(result_dir.rglob("*_results.json")):
+        env = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", **bench_env(bench)}
+        run([sys.executable, "-m", "lmms_eval", "eval", "--model", "longva", "--model_args",
+             f"pretrained={checkpoint},{BENCH_MODEL_ARGS}", "--tasks", ",".join(TASKS), "--output_path", result_dir,
+             "--log_samples"], env=env, log_file=out / "logs" / f"mc-{tag}.log")
+    return bench_scores(result_dir)
+
+
 def photo_haystack(out: Path) -> Path:
-    path = out / "haystacks" / "photos.mp4"
+    path = out / "haystacks" / "photos-510.mp4"  # 2x the stage-1 text length, for GRID_PAST
     if not path.is_file():
-        run([sys.executable, HERE / "make_photo_video.py", "--out", path, "--frames", 260])
+        run([sys.executable, HERE / "make_photo_video.py", "--out", path, "--frames", 510])
     return path
 
 
-def vniah(out: Path, checkpoint: Path, haystack: str, tag: str) -> dict:
-    """V-NIAH through lmms-eval; returns ``{"average", "by_frames", "heatmap"}``."""
+def vniah(out: Path, checkpoint: Path, haystack: str, tag: str, task: str = "vniah", grid: str = "") -> dict:
+    """V-NIAH (``task``: ``vniah``, or ``vniah_gen``: the answer generated) through lmms-eval;
+    returns ``{"average", "by_frames", "heatmap"}``."""
     from longva_plugins.nano.report import vniah_summary
 
     result_dir = out / "vniah" / tag
     if not list(result_dir.rglob("*_results.json")):
         env = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-               "LONGVA_VNIAH_GRID": GRID, "LONGVA_VNIAH_HAYSTACK": haystack, "LONGVA_VNIAH_NEEDLES": "nano",
+               "LONGVA_VNIAH_GRID": grid or GRID, "LONGVA_VNIAH_HAYSTACK": haystack, "LONGVA_VNIAH_NEEDLES": "nano",
                "LONGVA_VNIAH_TRAIN_FRAMES": str(STAGE2_MAX_TOKENS // 16)}
         run([sys.executable, "-m", "lmms_eval", "eval", "--model", "longva", "--model_args", f"pretrained={checkpoint}",
-             "--tasks", "vniah", "--output_path", result_dir], env=env, log_file=out / "logs" / f"vniah-{tag}.log")
+             "--tasks", task, "--output_path", result_dir], env=env, log_file=out / "logs" / f"vniah-{tag}.log")
     return vniah_summary(result_dir)
 
 
@@ -145,6 +219,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="outputs/nano")
     parser.add_argument("--install", action="store_true", help="copy the long model into the package (nano_checkpoint())")
+    parser.add_argument("--mc", action="store_true", help="experimental: add stage 3 (multiple-choice alignment) and score "
+                        "the multiple-choice tasks on the mini benchmark (not yet part of the shipped model: see the README)")
     args = parser.parse_args()
     from longva_plugins.nano.build import install_nano, make_nano_init
     from longva_plugins.nano.report import write_report
@@ -163,15 +239,31 @@ def main():
     text = {"long": text_eval(out, lms["long"], "long"), "control": text_eval(out, lms["short"], "control")}
     log(f"text NIAH: {text}")
     data = images(out)
-    models = {"long": stage2(out, lms["long"], data, "long"), "control": stage2(out, lms["short"], data, "control")}
+    vision = {"long": stage2(out, lms["long"], data, "long"), "control": stage2(out, lms["short"], data, "control")}
+    models, mc = vision, {}
+    if args.mc:
+        clips = mc_clips(out)
+        models = {label: stage3(out, checkpoint, clips, label) for label, checkpoint in vision.items()}
+        bench = mini_bench(out)
+        for model, checkpoint in models.items():
+            mc[model] = multiple_choice(out, checkpoint, bench, checkpoint.name)
+            log(f"multiple choice {model}: " + ", ".join(f"{t} {s['accuracy']:.3f}" for t, s in mc[model].items()))
     haystacks = {"synthetic": "synthetic", "synthetic-seed7": "synthetic:7", "photos": str(photo_haystack(out))}
     results = {}
     for model, checkpoint in models.items():
         for hay, spec in haystacks.items():
-            results[f"{model}/{hay}"] = vniah(out, checkpoint, spec, f"{model}-{hay}")
+            results[f"{model}/{hay}"] = vniah(out, checkpoint, spec, f"{checkpoint.name}-{hay}")
             log(f"V-NIAH {model} on {hay}: average {results[f'{model}/{hay}']['average']:.3f}")
+    for model, checkpoint in models.items():  # past the training length
+        for hay in ("synthetic", "photos"):
+            key = f"{model}/{hay}-to-500"
+            results[key] = vniah(out, checkpoint, haystacks[hay], f"{checkpoint.name}-{hay}-to-500", grid=GRID_PAST)
+            log(f"V-NIAH {model} on {hay} to 500 frames: average {results[key]['average']:.3f}")
+    for model, checkpoint in models.items():  # the answer generated, as LongVA's own V-NIAH script does
+        results[f"{model}/synthetic-gen"] = vniah(out, checkpoint, "synthetic", f"{checkpoint.name}-gen", "vniah_gen")
+        log(f"V-NIAH (generation) {model}: average {results[f'{model}/synthetic-gen']['average']:.3f}")
     elapsed = time.time() - start
-    report = write_report(out, text, results, elapsed, L_TEXT, STAGE2_MAX_TOKENS, GRID)
+    report = write_report(out, text, results, elapsed, L_TEXT, STAGE2_MAX_TOKENS, GRID, mc)
     log(f"report: {report} ({elapsed / 60:.1f} min)")
     if args.install:
         log(f"installed: {install_nano(models['long'])}")

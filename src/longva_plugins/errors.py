@@ -9,6 +9,10 @@ Two families matter to an evaluation run, and the ``longva`` adapter treats them
 - :class:`SampleError` — one *sample* cannot be used (a missing, corrupt or zero-frame video, an
   undecodable image, a prompt longer than the context). That sample is answered empty, logged by
   path and counted; the run goes on.
+
+A third stops a run that has started: :class:`StorageError` -- a cache or result file cannot be
+written (disk full, read-only or missing folder, no permission). What was already written stays
+(every file is written whole or not at all); the run ends non-zero with the path as its last line.
 """
 
 from __future__ import annotations
@@ -60,6 +64,22 @@ class VideoDecodeError(SampleError, RuntimeError):
 
 class VisualInputError(SampleError, ValueError):
     """A visual input of one sample cannot be used (missing, corrupt, unsupported)."""
+
+
+class StorageError(LongVAError, OSError):
+    """A cache or result file cannot be written; the message names the path and the cause."""
+
+    def __init__(self, path, cause: OSError):
+        self.path = str(path)
+        reason = cause.strerror or str(cause)
+        hint = {28: "the disk is full: free space or write elsewhere", 30: "the file system is read-only",
+                13: "no permission to write there", 27: "the file size limit (ulimit -f) is reached",
+                122: "the disk quota is exhausted"}.get(cause.errno or 0, "")
+        super().__init__(cause.errno, f"cannot write {self.path}: {reason}" + (f" ({hint})" if hint else ""))
+        self.cause = cause
+
+    def __str__(self) -> str:
+        return self.strerror
 
 
 def setting_problem(setting: str, value, allowed: str) -> str:

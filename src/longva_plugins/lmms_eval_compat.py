@@ -32,6 +32,20 @@ Workarounds where lmms-eval 0.7.x leaves no public route (tested in
    wrapper; the ``longva`` model records its own (:func:`settings_checked` on its ``__init__``).
 4. **filelock.** lmms-eval 0.7.3's evaluator imports ``filelock._api``, which filelock 4.3 removed;
    ``pyproject.toml`` bounds ``filelock<4.3`` and :func:`filelock_problem` lets ``doctor`` say so.
+5. **``--use_cache`` keys on what the checkpoint holds.** lmms-eval's response cache keys every
+   answer on the model name and the ``--model_args`` *string*: a checkpoint retrained or a PEFT
+   adapter replaced at the same path would be answered from the stale cache. The ``longva``
+   model records an identity of what it loaded (:func:`record_model_identity`: every checkpoint
+   and adapter file's name, size and modification time, the package version) and the wrapped
+   ``ResponseCache.create`` adds it to the model arguments it fingerprints -- only for the
+   ``longva`` model ids; any other model's key is unchanged.
+6. **A results file that cannot be written ends the run non-zero.** lmms-eval's
+   ``EvaluationTracker.save_results_aggregated`` logs a failed write (disk full, read-only folder)
+   as a warning, may leave a cut file behind and the CLI exits 0. Wrapped, for runs of the
+   ``longva`` model: a results file that is missing or does not parse afterwards is removed and
+   recorded as a :class:`~longva_plugins.errors.StorageError` (exit status 3, the path as the last
+   line). Before the first sample the ``longva`` model also checks that ``--output_path`` can be
+   written (:func:`check_output_path`, a setting error otherwise).
 
 Every function here is safe to call repeatedly, and the entry-point callable never raises: a
 raising entry point would make lmms-eval skip every plugin loaded after it.
@@ -47,6 +61,7 @@ import logging
 import numbers
 import os
 import sys
+from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
@@ -180,6 +195,63 @@ def patch_task_manager() -> bool:
     return True
 
 
+# --------------------------------------------------------------------------- response cache key
+#: The identity of what the ``longva`` model of this process loaded (workaround 5).
+_MODEL_IDENTITY: dict[str, str] = {}
+#: The model argument the identity is added as, in the response cache's fingerprint only.
+IDENTITY_ARG = "longva_identity"
+
+
+def record_model_identity(identity: str) -> None:
+    """Called by the ``longva`` model once loaded: ``--use_cache`` keys then include ``identity``."""
+    _MODEL_IDENTITY["identity"] = identity
+
+
+def _with_identity(model, model_args):
+    identity = _MODEL_IDENTITY.get("identity")
+    if identity is None or model not in (MODEL_ID, *MODEL_ALIASES):
+        return model_args
+    if isinstance(model_args, dict):
+        return {**model_args, IDENTITY_ARG: identity}
+    text = str(model_args or "")
+    return f"{text},{IDENTITY_ARG}={identity}" if text else f"{IDENTITY_ARG}={identity}"
+
+
+def _wrap_response_cache_create(original):
+    @functools.wraps(original)
+    def create(cls, *args, **kwargs):
+        if "model_args" in kwargs:
+            kwargs["model_args"] = _with_identity(kwargs.get("model"), kwargs["model_args"])
+        return original(cls, *args, **kwargs)
+
+    setattr(create, _MARK, True)
+    return create
+
+
+def patch_response_cache() -> bool:
+    """Make ``ResponseCache.create`` fingerprint the loaded checkpoint (workaround 5). Idempotent;
+    ``False`` when already applied or when this lmms-eval has no response cache."""
+    found = _unwrapped("lmms_eval.caching.response_cache", "ResponseCache", "create")
+    if found is None:
+        return False
+    cache_cls, original = found
+    cache_cls.create = classmethod(_wrap_response_cache_create(original.__func__))
+    return True
+
+
+def _unwrapped(module_name: str, class_name: str, attr: str):
+    """``(class, method)`` of ``module_name.class_name.attr`` when it exists and is not wrapped yet."""
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError:
+        return None
+    cls = getattr(module, class_name, None)
+    original = getattr(cls, attr, None) if cls else None
+    if original is None or getattr(original, _MARK, False):
+        return None
+    return cls, original
+
+
 # --------------------------------------------------------------------------- loglikelihood fix
 def _is_loglikelihood_pair(output) -> bool:
     return (
@@ -270,8 +342,13 @@ def _is_lmms_eval_cli() -> bool:
     return os.path.basename(sys.argv[0] if sys.argv else "") in ("lmms-eval", "lmms_eval")
 
 
+#: Exit status of an lmms-eval CLI run stopped because a cache or result file could not be written.
+STORAGE_ERROR_EXIT_STATUS = 3
+_STORAGE_ERRORS: list[str] = []
+
+
 def _exit_after_setting_error() -> None:
-    if not _SETTING_ERRORS or not _is_lmms_eval_cli():
+    if not (_SETTING_ERRORS or _STORAGE_ERRORS) or not _is_lmms_eval_cli():
         return
     logging.shutdown()
     for stream in (sys.stdout, sys.stderr):
@@ -279,40 +356,132 @@ def _exit_after_setting_error() -> None:
             stream.flush()
         except Exception:
             pass
-    message = _SETTING_ERRORS[-1].replace("\n", "\n    ")
-    sys.stderr.write(f"longva-plugins: the run stopped before its first sample: {message}\n")
+    if _STORAGE_ERRORS:
+        message = _STORAGE_ERRORS[-1].replace("\n", "\n    ")
+        sys.stderr.write(f"longva-plugins: the run stopped: {message}. Every file already written is complete and "
+                         "kept; rerun with the same settings to go on from there.\n")
+        status = STORAGE_ERROR_EXIT_STATUS
+    else:
+        message = _SETTING_ERRORS[-1].replace("\n", "\n    ")
+        sys.stderr.write(f"longva-plugins: the run stopped before its first sample: {message}\n")
+        status = SETTING_ERROR_EXIT_STATUS
     sys.stderr.flush()
-    os._exit(SETTING_ERROR_EXIT_STATUS)
+    os._exit(status)
 
 
 def stop_run(exc: BaseException) -> None:
-    """Record a setting error so that an lmms-eval CLI run ends with it as its last line and a
-    non-zero exit status (see workaround 3 above). Call it just before re-raising ``exc``."""
-    if not _SETTING_ERRORS:
+    """Record a setting error (or a :class:`~longva_plugins.errors.StorageError`) so that an
+    lmms-eval CLI run ends with it as its last line and a non-zero exit status (2, or 3 for a file
+    that could not be written; see workaround 3 above). Call it just before re-raising ``exc``."""
+    from longva_plugins.errors import StorageError
+
+    if not _SETTING_ERRORS and not _STORAGE_ERRORS:
         atexit.register(_exit_after_setting_error)
-    _SETTING_ERRORS.append(str(exc))
+    (_STORAGE_ERRORS if isinstance(exc, StorageError) else _SETTING_ERRORS).append(str(exc))
     logger.error("longva-plugins: %s", exc)
 
 
 def recorded_setting_errors() -> list[str]:
-    """The setting errors :func:`stop_run` recorded in this process (for tests and tools)."""
-    return list(_SETTING_ERRORS)
+    """The setting (and storage) errors :func:`stop_run` recorded in this process (for tests and tools)."""
+    return list(_SETTING_ERRORS) + list(_STORAGE_ERRORS)
 
 
 def settings_checked(func):
-    """Decorate a model ``__init__`` or a task's ``process_docs``: a :class:`SettingError` raised
-    inside is recorded with :func:`stop_run` and re-raised unchanged."""
-    from longva_plugins.errors import SettingError
+    """Decorate a model ``__init__``, a request method or a task's ``process_docs``: a
+    :class:`SettingError` or :class:`StorageError` raised inside is recorded with :func:`stop_run`
+    and re-raised unchanged."""
+    from longva_plugins.errors import SettingError, StorageError
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
         try:
             return func(*args, **kwargs)
-        except SettingError as exc:
+        except (SettingError, StorageError) as exc:
             stop_run(exc)
             raise
 
     return wrapper
+
+
+def cli_output_path() -> str | None:
+    """The ``--output_path`` of the lmms-eval CLI run this process is, if any."""
+    if not _is_lmms_eval_cli():
+        return None
+    argv = list(sys.argv[1:])
+    for i, arg in enumerate(argv):
+        if arg == "--output_path" and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith("--output_path="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def check_output_path() -> None:
+    """Before the first sample: the CLI's ``--output_path`` can be written (else a setting error
+    naming it), instead of lmms-eval discovering it after the last sample."""
+    from longva_plugins.errors import SettingError, StorageError
+    from longva_plugins.fileio import check_writable
+
+    path = cli_output_path()
+    if not path:
+        return
+    target = Path(os.path.expanduser(path))
+    folder = target if target.suffix != ".json" else target.parent
+    try:
+        check_writable(folder)
+    except StorageError as exc:
+        raise SettingError(f"--output_path={path}: {exc}") from exc
+
+
+# --------------------------------------------------------------------------- results file (workaround 6)
+def _wrap_save_results_aggregated(original):
+    @functools.wraps(original)
+    def save_results_aggregated(self, results, samples, datetime_str, *args, **kwargs):
+        out = original(self, results, samples, datetime_str, *args, **kwargs)
+        if self.output_path and _MODEL_IDENTITY:
+            _check_results_file(self, datetime_str)
+        return out
+
+    setattr(save_results_aggregated, _MARK, True)
+    return save_results_aggregated
+
+
+def _check_results_file(tracker, datetime_str: str) -> None:
+    """lmms-eval logs a failed results write as a warning, exits 0 and may leave a cut file: a
+    results file that is missing or does not parse is removed and stops the run (exit 3)."""
+    import errno
+    import json
+
+    from longva_plugins.errors import StorageError
+    from longva_plugins.fileio import check_writable
+
+    folder = Path(tracker.output_path) / tracker.general_config_tracker.model_name_sanitized
+    path = folder / f"{datetime_str.replace(':', '-')}_results.json"
+    try:
+        json.loads(path.read_text(encoding="utf-8"))
+        return
+    except (OSError, ValueError):
+        pass
+    try:
+        path.unlink()  # never leave a half-written results file
+    except OSError:
+        pass
+    try:
+        check_writable(folder)
+        cause = OSError(errno.EIO, "the results file was not written completely")
+    except StorageError as exc:
+        cause = exc.cause
+    stop_run(StorageError(path, cause))
+
+
+def patch_results_writer() -> bool:
+    """Wrap ``EvaluationTracker.save_results_aggregated`` (workaround 6). Idempotent."""
+    found = _unwrapped("lmms_eval.loggers.evaluation_tracker", "EvaluationTracker", "save_results_aggregated")
+    if found is None:
+        return False
+    tracker, original = found
+    tracker.save_results_aggregated = _wrap_save_results_aggregated(original)
+    return True
 
 
 # --------------------------------------------------------------------------- public API
@@ -334,6 +503,8 @@ def install() -> list[str]:
         )
     patch_task_manager()
     patch_loglikelihood_results()
+    patch_response_cache()
+    patch_results_writer()
     _register_manifest_if_registry_loaded()
     return plugin_task_folders()
 
@@ -391,10 +562,26 @@ def lmms_eval_manifests():
             exc,
             lmms_eval_version(),
         )
+    try:
+        patch_results_writer()
+    except Exception as exc:
+        logger.warning("longva-plugins: a results file lmms-eval fails to write will not stop the run (%s: %s).",
+                       type(exc).__name__, exc)
+    try:
+        patch_response_cache()
+    except Exception as exc:
+        logger.warning("longva-plugins: --use_cache will not notice a changed checkpoint at the same path (%s: %s).",
+                       type(exc).__name__, exc)
     return manifests
 
 
 __all__ = [
+    "IDENTITY_ARG",
+    "STORAGE_ERROR_EXIT_STATUS",
+    "check_output_path",
+    "patch_results_writer",
+    "patch_response_cache",
+    "record_model_identity",
     "SETTING_ERROR_EXIT_STATUS",
     "filelock_problem",
     "recorded_setting_errors",

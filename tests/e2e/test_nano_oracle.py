@@ -49,3 +49,4 @@ def test_nano_ships_in_the_reference_layout(nano):
     assert sum(p.stat().st_size for p in nano.iterdir()) < 20 * 2**20
     model = LongVAForCausalLM.from_pretrained(nano)
     assert model.config.tokens_per_frame == 16
+

@@ -76,3 +76,22 @@ def test_each_stage_runs_a_few_steps(tmp_path):
     old = {**after, **vision_after}
     changed = {k for k in new if not torch.equal(new[k], old[k])}
     assert changed and all("mm_projector" in k for k in changed), "stage 2 trains the projector only"
+    # stage 3: multiple-choice clips in the four tasks' prompt formats, `longva-plugins train` with the recipe's config
+    from longva_plugins.nano.build import merge_full_weights
+    from longva_plugins.nano.minibench import CLIP_FRAMES, CLIP_SHOT, alignment_records, write_bench
+
+    write_bench(tmp_path / "clips", 0, {"short": 3}, {"short": CLIP_FRAMES}, CLIP_SHOT, pool=4)
+    records = alignment_records(tmp_path / "clips", 0)
+    assert records and all((tmp_path / "clips" / r["video"]).is_file() for r in records)
+    (tmp_path / "clips" / "data.json").write_text(json.dumps(records))
+    _run([sys.executable, "-m", "longva_plugins.cli", "train", NANO / "stage3_mc.yaml",
+          "--set", f"model_name_or_path={merged}", "--set", f"data_path={tmp_path / 'clips' / 'data.json'}",
+          "--set", f"output_dir={tmp_path / 's3'}", "--set", "max_steps=2", "--set", "per_device_train_batch_size=2"],
+         tmp_path)
+    final = merge_full_weights(merged, tmp_path / "s3", tmp_path / "nano-mc")
+    assert (final / "tokenizer.json").read_bytes() == (merged / "tokenizer.json").read_bytes()
+    assert json.loads((final / "config.json").read_text())["eval_defaults"] == {"vniah_needles": "nano"}
+    before, after = _weights(merged, lambda k: True), _weights(final, lambda k: True)
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert any(_is_lm(k) for k in changed) and any("mm_projector" in k for k in changed)
+    assert not any("vision_tower" in k for k in changed), "stage 3 keeps the tower frozen"

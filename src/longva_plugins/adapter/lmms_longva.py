@@ -95,6 +95,9 @@ class LongVA(lmms):
             attn_implementation = self._join_sequence_parallel_group()
         elif attn_implementation is None and str(device).startswith("cpu"):
             attn_implementation = _cpu_attention()
+        from longva_plugins.lmms_eval_compat import check_output_path
+
+        check_output_path()  # a results folder that cannot be written stops the run now, not at its end
         self._load(pretrained, device, device_map, torch_dtype or dtype, attn_implementation, peft)
         self._apply_settings(settings, mm_spatial_pool_mode, video_decode_backend, system_prompt)
         #: ``(task, doc_id, message)`` for every sample answered empty because of bad input.
@@ -132,6 +135,9 @@ class LongVA(lmms):
         from longva_plugins.task_utils.common import set_checkpoint_defaults
 
         set_checkpoint_defaults(getattr(self.model.config, "eval_defaults", None), pretrained)
+        from longva_plugins.lmms_eval_compat import record_model_identity
+
+        record_model_identity(checkpoint_identity(pretrained, peft))
 
     def _apply_settings(self, settings: dict, mm_spatial_pool_mode, video_decode_backend, system_prompt) -> None:
         """The checked settings onto the adapter and the model; a frame count that can never fit
@@ -285,6 +291,7 @@ class LongVA(lmms):
                                        logits_processor=self.model.vocabulary_processors(), **common)
 
     # ------------------------------------------------------------------ lmms-eval API
+    @settings_checked
     def generate_until(self, requests: list[Instance]) -> list[str]:
         """Greedy (or sampled) generation; consecutive requests with the same generation settings
         run as one batch of up to ``batch_size`` (not with ``prefill_chunk_size`` or
@@ -322,6 +329,7 @@ class LongVA(lmms):
                 results[index] = ""
         return items
 
+    @settings_checked
     def loglikelihood(self, requests: list[Instance]) -> list[tuple[float, bool]]:
         """Teacher-forced: ``(mean negative log-likelihood, continuation is the greedy argmax)``.
 
@@ -389,6 +397,7 @@ class LongVA(lmms):
         score = self.model.score_continuation(embeds, cont_ids, chunk_size=self.prefill_chunk_size)
         return score.nll_mean, score.greedy_match
 
+    @settings_checked
     def generate_until_multi_round(self, requests: list[Instance]) -> list[list[str]]:
         """Multi-turn: each round's question is appended to the real conversation history."""
         results: list[list[str]] = []
@@ -451,6 +460,29 @@ class _GenerationBatch:
 
 #: The model_args this adapter takes (for the unknown-model_arg check).
 MODEL_ARGS = tuple(n for n in inspect.signature(LongVA.__init__).parameters if n not in ("self", "kwargs"))
+
+
+def checkpoint_identity(pretrained: str, peft: str | None = None) -> str:
+    """What answers depend on beyond the model arguments (the ``--use_cache`` key, see
+    :mod:`longva_plugins.lmms_eval_compat`): every file of the checkpoint (and adapter) folder by
+    name, size and modification time, and this package's version. A hub id stands for itself."""
+    import hashlib
+    from pathlib import Path
+
+    from longva_plugins import __version__
+
+    digest = hashlib.sha256(f"longva-plugins={__version__}".encode())
+    for root in (pretrained, peft):
+        if not root:
+            continue
+        folder = Path(root)
+        if not folder.is_dir():
+            digest.update(f"\x1fid={root}".encode())
+            continue
+        for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+            stat = path.stat()
+            digest.update(f"\x1f{path.relative_to(folder)}|{stat.st_size}|{stat.st_mtime_ns}".encode())
+    return digest.hexdigest()[:16]
 
 
 def _cpu_attention() -> str:

@@ -20,6 +20,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "demo",
     "doctor",
     "tiny",
+    "minibench",
     "vniah",
     "sweep",
     "train",

@@ -16,6 +16,8 @@ from pathlib import Path
 
 
 def _run(args) -> int:
+    if args.task != "vniah":
+        return _run_bench(args)
     from rich.console import Console
     from rich.table import Table
 
@@ -66,6 +68,50 @@ def _run(args) -> int:
     return 0
 
 
+#: ``--task`` -> the lmms-eval tasks run on the mini benchmark.
+BENCH_TASKS = {"videomme": ("longva_videomme", "longva_videomme_paper", "longva_videomme_w_subtitle"),
+               "mlvu": ("longva_mlvu_dev",)}
+
+
+def _run_bench(args) -> int:
+    """The mini Video-MME / MLVU (made once into ``<output-path>/mini-bench``) through lmms-eval."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from longva_plugins.models.longva import ensure_tiny_checkpoint
+    from longva_plugins.models.longva.nano import nano_checkpoint
+    from longva_plugins.nano.minibench import BENCH_MODEL_ARGS, bench_env, bench_scores, make_mini_bench
+
+    console = Console()
+    checkpoint = Path(args.pretrained) if args.pretrained else ensure_tiny_checkpoint() if args.tiny else nano_checkpoint()
+    out = Path(args.output_path).resolve()
+    bench = out / "mini-bench"
+    if not (bench / "plans.json").is_file():
+        console.print(f"making the mini benchmark in {bench} (once)")
+        make_mini_bench(bench)
+    tasks = BENCH_TASKS[args.task]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", **bench_env(bench)}
+    cmd = [sys.executable, "-m", "lmms_eval", "eval", "--model", "longva", "--model_args",
+           f"pretrained={checkpoint},{BENCH_MODEL_ARGS}", "--tasks", ",".join(tasks), "--output_path", str(out / "lmms-eval"),
+           "--log_samples"]
+    console.print(f"[bold]longva-plugins demo --task {args.task}[/]: the mini benchmark on {checkpoint}")
+    console.print("$ " + " ".join(cmd), style="dim")
+    start = time.time()
+    proc = subprocess.run(cmd, env=env)
+    if proc.returncode != 0:
+        console.print(f"[red]lmms-eval failed (exit {proc.returncode}); see its output above.[/]")
+        return 1
+    scores = bench_scores(out / "lmms-eval", tasks)
+    table = Table(title=f"mini {args.task} on {checkpoint.name} ({time.time() - start:.0f} s)")
+    for column in ("task", "accuracy", "by duration / type", "questions"):
+        table.add_column(column)
+    for task, score in scores.items():
+        parts = score.get("per_duration") or score.get("per_question_type") or {}
+        table.add_row(task, f"{score['accuracy']:.3f}", ", ".join(f"{k} {v:.2f}" for k, v in parts.items()), str(score["n"]))
+    console.print(table)
+    return 0
+
+
 #: The demo's grid for LongVA-nano: up to 250 frames (4000 visual tokens, its stage-1 text length).
 NANO_GRID = "frames=10:250:60;depths=0,0.2,0.4,0.6,0.8,1"
 
@@ -80,7 +126,11 @@ def _tokens_per_frame(checkpoint: Path) -> int | None:
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser("demo", help="run V-NIAH through lmms-eval offline on the shipped LongVA-nano")
+    parser = subparsers.add_parser("demo", help="run V-NIAH (or the mini Video-MME / MLVU) through lmms-eval offline "
+                                   "on the shipped LongVA-nano")
+    parser.add_argument("--task", choices=("vniah", *BENCH_TASKS), default="vniah",
+                        help="vniah (default), or the mini benchmark of make-mini-bench: videomme (its three "
+                        "prompt variants) or mlvu")
     parser.add_argument("--output-path", default="outputs/demo", help="lmms-eval --output_path (default: outputs/demo)")
     parser.add_argument("--grid", default=None, help="V-NIAH grid: small, medium, paper or 'frames=MIN:MAX:STEP;depths=...' "
                         f"(default: {NANO_GRID!r} for LongVA-nano, small otherwise)")

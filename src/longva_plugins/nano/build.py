@@ -67,6 +67,19 @@ def merge_vision_weights(checkpoint: str | os.PathLike, weights_dir: str | os.Pa
     return save_checkpoint(model, checkpoint, out_dir)
 
 
+def merge_full_weights(checkpoint: str | os.PathLike, weights_dir: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
+    """``checkpoint``'s folder (config, tokenizer, ...) with every weight a ``stage: full`` run saved
+    in ``weights_dir``, as a new checkpoint folder ``out_dir`` (written beside, renamed into place)."""
+    import torch
+
+    from longva_plugins.models.longva.modeling_longva import LongVAForCausalLM
+
+    if not any(Path(weights_dir).glob("model*.safetensors")):
+        raise CheckpointError(f"{weights_dir} holds no model*.safetensors: not the output of a stage: full run")
+    model = LongVAForCausalLM.from_pretrained(weights_dir, torch_dtype=torch.float32)
+    return save_checkpoint(model, checkpoint, out_dir)
+
+
 def save_checkpoint(model, source: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
     """Save ``model``'s weights with every other file of the checkpoint folder ``source``
     (config, tokenizer, ...) as the checkpoint folder ``out_dir``, atomically."""
@@ -95,5 +108,5 @@ def install_nano(checkpoint: str | os.PathLike) -> Path:
     return target
 
 
-__all__ = ["NANO_EVAL_DEFAULTS", "install_nano", "make_nano_init", "merge_vision_weights", "nano_tokenizer",
+__all__ = ["NANO_EVAL_DEFAULTS", "install_nano", "make_nano_init", "merge_full_weights", "merge_vision_weights", "nano_tokenizer",
            "save_checkpoint"]

@@ -57,8 +57,21 @@ def _table(rows: dict[str, dict], key_name: str) -> list[str]:
     return lines
 
 
+def _mc_table(mc: dict) -> list[str]:
+    """Accuracy per task and model, and by duration (Video-MME) / question type (MLVU)."""
+    lines = ["| model | task | accuracy | n | by duration | by question type |", "|---|---|---:|---:|---|---|"]
+    for model, tasks in mc.items():
+        for task, score in tasks.items():
+            parts = score.get("per_duration", {})
+            kinds = score.get("per_task_type") or score.get("per_question_type") or {}
+            lines.append(f"| {model} | {task} | {score['accuracy']:.3f} | {score['n']} | "
+                         + ", ".join(f"{k} {v:.2f}" for k, v in parts.items()) + " | "
+                         + ", ".join(f"{k} {v:.2f}" for k, v in kinds.items()) + " |")
+    return lines
+
+
 def write_report(out: Path, text: dict, vniah: dict, elapsed_s: float, l_text: int, align_tokens: int,
-                 grid: str) -> Path:
+                 grid: str, mc: dict | None = None) -> Path:
     """``report.json``, ``report.md`` and one side-by-side heatmap per haystack under ``out``."""
     tokens_per_frame = 16
     hays = sorted({k.split("/", 1)[1] for k in vniah})
@@ -69,6 +82,9 @@ def write_report(out: Path, text: dict, vniah: dict, elapsed_s: float, l_text: i
     md += _table({name: {int(k): v for k, v in row.items()} for name, row in text.items()}, "model")
     md += ["", "## V-NIAH (zero-shot), accuracy by frame count", ""]
     md += _table({f"{k} (avg {v['average']:.3f})": v["by_frames"] for k, v in vniah.items()}, "model / haystack")
+    if mc:
+        md += ["", "## Multiple choice on the mini benchmark (lmms-eval, chance 0.25)", ""]
+        md += _mc_table(mc)
     figures = {}
     for hay in hays:
         long, control = vniah.get(f"long/{hay}"), vniah.get(f"control/{hay}")
@@ -79,7 +95,7 @@ def write_report(out: Path, text: dict, vniah: dict, elapsed_s: float, l_text: i
             md += ["", f"![{hay}]({figure.name})"]
     payload = {"elapsed_s": elapsed_s, "l_text": l_text, "align_tokens": align_tokens, "grid": grid, "text_niah": text,
                "vniah": {k: {kk: vv for kk, vv in v.items() if kk != "scores"} for k, v in vniah.items()},
-               "figures": figures}
+               "figures": figures, "multiple_choice": mc or {}}
     atomic_write_text(out / "report.json", json.dumps(payload, indent=2))
     path = out / "report.md"
     atomic_write_text(path, "\n".join(md) + "\n")

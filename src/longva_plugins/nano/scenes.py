@@ -92,11 +92,11 @@ def draw_object(image: Image.Image, x: int, y: int, size: int, colour: tuple[int
 
 
 def compose(rng: np.random.Generator, difficulty: float = 1.0, canvas: tuple[int, int] | None = None,
-            with_object: bool = True) -> tuple[Image.Image, str | None, tuple[int, int, int, int] | None]:
+            with_object: bool = True, colour: str | None = None) -> tuple[Image.Image, str | None, tuple[int, int, int, int] | None]:
     """A procedural scene: ``(image, colour name or None, square's box (x0, y0, x1, y1) or None)``.
 
     ``canvas`` (w, h) defaults to a random one of :data:`CANVASES`; the framed square (of a random
-    colour) lies inside one 336 px tile. ``difficulty`` in [0, 1] sets the curriculum: at 0 a large
+    colour, or ``colour``) lies inside one 336 px tile. ``difficulty`` in [0, 1] sets the curriculum: at 0 a large
     square (150-300 px) on a grey background, alone; at 1 a small one (44-96 px) on a colourful
     background among distractor shapes of every colour."""
     if not 0.0 <= difficulty <= 1.0:
@@ -109,7 +109,8 @@ def compose(rng: np.random.Generator, difficulty: float = 1.0, canvas: tuple[int
         draw_distractor(draw, rng, w, h)
     name = box = None
     if with_object:
-        name = list(COLOURS)[rng.integers(len(COLOURS))]
+        name = list(COLOURS)[rng.integers(len(COLOURS))]  # drawn also when ``colour`` is given: same stream
+        name = colour or name
         lo, hi = round(150 + (44 - 150) * difficulty), round(300 + (96 - 300) * difficulty)
         size = int(rng.integers(lo, hi + 1))
         tx, ty = int(rng.integers(max(1, w // TILE))) * TILE, int(rng.integers(max(1, h // TILE))) * TILE

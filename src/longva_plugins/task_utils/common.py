@@ -275,13 +275,21 @@ def write_breakdown(folder: Path | None, task: str, summary: dict) -> Path | Non
 def never_raises(task: str):
     """Wrap an aggregation so a bug or odd item can never crash the end of a run (lmms-eval calls
     aggregations after all generation is done; an exception there would lose the whole run). A
-    failed aggregation gives NaN, logged with its cause."""
+    failed aggregation gives NaN, logged with its cause; one that could not write its files
+    (:class:`~longva_plugins.errors.StorageError`) also makes the run end non-zero."""
 
     def decorate(func):
         @functools.wraps(func)
         def wrapper(items, args=None):
+            from longva_plugins.errors import StorageError
+
             try:
                 return func(items, args=args)
+            except StorageError as exc:  # a side file could not be written: the run ends non-zero
+                from longva_plugins.lmms_eval_compat import stop_run
+
+                stop_run(exc)
+                return float("nan")
             except Exception:
                 logger.exception(
                     "%s: aggregation failed; per-sample results are in the samples file (--log_samples)",

@@ -34,6 +34,7 @@ class LongVATrainingConfig:
     per_device_train_batch_size: int = field(default=1, metadata={"help": "batch size"})
     gradient_accumulation_steps: int = field(default=1, metadata={"help": "accumulation steps"})
     max_frames: int = field(default=8, metadata={"help": "frames sampled per training video"})
+    dataloader_num_workers: int = field(default=0, metadata={"help": "processes decoding and preprocessing samples (0: in the trainer's)"})
     group_by_modality_length: bool = field(default=True, metadata={"help": "LLaVA's modality-length-grouped sampler"})
     on_bad_sample: str = field(default="skip", metadata={"help": "skip (and log) or error on bad samples"})
     seed: int = field(default=0, metadata={"help": "random seed"})
@@ -50,6 +51,8 @@ class LongVATrainingConfig:
             raise SettingError(f"LoRA needs lora_r > 0 and lora_alpha > 0; got r={self.lora_r}, alpha={self.lora_alpha}")
         if not 0 <= self.lora_dropout < 1:
             raise SettingError(f"lora_dropout must be in [0, 1); got {self.lora_dropout}")
+        if self.dataloader_num_workers < 0:
+            raise SettingError(f"dataloader_num_workers must be 0 or more; got {self.dataloader_num_workers}")
         if self.on_bad_sample not in ("skip", "error"):
             raise SettingError(f"on_bad_sample must be 'skip' or 'error'; got {self.on_bad_sample!r}")
 

@@ -35,7 +35,7 @@ def build_trainer(config: LongVATrainingConfig):
         max_steps=config.max_steps, per_device_train_batch_size=config.per_device_train_batch_size,
         gradient_accumulation_steps=config.gradient_accumulation_steps, logging_steps=config.logging_steps,
         save_strategy="no", report_to=[], seed=config.seed, remove_unused_columns=False, use_cpu=not torch.cuda.is_available(),
-        disable_tqdm=False, lr_scheduler_type="constant",
+        disable_tqdm=False, lr_scheduler_type="constant", dataloader_num_workers=config.dataloader_num_workers,
     )
     trainer = LongVATrainer(model=model, args=args, train_dataset=dataset, data_collator=collate,
                             processing_class=processor.tokenizer, longva_config=config)

@@ -16,7 +16,7 @@ import re
 import string
 from pathlib import Path
 
-from longva_plugins.errors import SettingProblems
+from longva_plugins.errors import SettingProblems, StorageError
 from longva_plugins.fileio import atomic_output
 from longva_plugins.vniah.grid import cell_order_key, env_settings, layout, parse_grid
 
@@ -50,6 +50,14 @@ def check_task_settings(settings: dict):
     cache = settings["cache_dir"]
     if cache and os.path.exists(cache) and not os.path.isdir(cache):
         problems.add("LONGVA_VNIAH_CACHE", cache, "a folder (it is a file)")
+    else:
+        from longva_plugins.fileio import check_writable
+        from longva_plugins.vniah.cache import vniah_cache_dir
+
+        try:  # embeddings and finished cells go there: find out now, not at the first cell
+            check_writable(vniah_cache_dir(cache))
+        except StorageError as exc:
+            problems.add("LONGVA_VNIAH_CACHE", cache or str(vniah_cache_dir()), f"a folder that can be written ({exc})")
     problems.raise_if_any()
     return grid, needles
 
@@ -219,6 +227,10 @@ def _aggregate(items, args, task: str) -> float:
                                         "needles": settings["needles"], "haystack": settings["haystack"]})
         logger.info("V-NIAH %s: average %.3f (needles %s, haystack %s); heatmap at %s", task, average,
                     settings["needles"], settings["haystack"], heatmap)
+    except StorageError as exc:  # disk full, read-only folder: the run ends non-zero, naming the file
+        from longva_plugins.lmms_eval_compat import stop_run
+
+        stop_run(exc)
     except Exception as exc:
         logger.warning("V-NIAH: could not write all_accuracies.json / heatmap (%s: %s)", type(exc).__name__, exc)
     return average

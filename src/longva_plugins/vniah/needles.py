@@ -114,9 +114,19 @@ def _describe(value) -> str:
     return "<bytes>" if isinstance(value, (bytes, bytearray)) else repr(str(value))
 
 
+def _read_json(path: Path, lines: bool = False):
+    """A JSON (or JSON lines) file of a needle folder; a broken one is a setting error naming it."""
+    text = path.read_text(encoding="utf-8", errors="replace")
+    try:
+        return [json.loads(line) for line in text.splitlines() if line.strip()] if lines else json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise DataError(f"LONGVA_VNIAH_NEEDLES: {path} is not valid JSON{' lines' if lines else ''} "
+                        f"({exc.msg} at line {exc.lineno}, column {exc.colno})") from exc
+
+
 def _original_rows(root: Path) -> list[dict]:
     """Rows of the original's ``dataset.json`` (``path`` / ``prompt`` / ``answer``) as ours."""
-    rows = json.loads((root / "dataset.json").read_text())
+    rows = _read_json(root / "dataset.json")
     if not isinstance(rows, list):
         raise DataError(f"{root / 'dataset.json'} must hold a list of {{\"path\", \"prompt\", \"answer\"}} objects")
     out = []
@@ -140,9 +150,9 @@ def load_needle_folder(folder: str | os.PathLike) -> list[Needle]:
     if (root / "dataset.json").is_file():
         rows = _original_rows(root)
     elif (root / "needles.jsonl").is_file():
-        rows = [json.loads(line) for line in (root / "needles.jsonl").read_text().splitlines() if line.strip()]
+        rows = _read_json(root / "needles.jsonl", lines=True)
     elif (root / "needles.json").is_file():
-        rows = json.loads((root / "needles.json").read_text())
+        rows = _read_json(root / "needles.json")
     elif parquet := sorted(root.rglob("*.parquet")):  # a hub snapshot keeps them under data/
         import datasets
 

@@ -8,6 +8,7 @@ keys when the checkpoint does not match the model, instead of silently random we
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -44,15 +45,68 @@ def resolve_dtype(dtype, device_map=None) -> torch.dtype:
     raise CheckpointError(f"unknown dtype {dtype!r}; use float32, bfloat16 or float16")
 
 
-def _check_local_files(path: Path) -> None:
+#: JSON files of a checkpoint folder read before the weights (checked when present).
+CHECKPOINT_JSON = ("config.json", "model.safetensors.index.json", "tokenizer.json", "tokenizer_config.json",
+                   "generation_config.json", "vision_tower_config.json", "preprocessor_config.json")
+
+
+def _read_json(path: Path):
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise CheckpointError(f"{path} is not JSON text ({exc}); re-download or rewrite it") from exc
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{path} is not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno}): "
+                              "the file is cut or corrupt; re-download or rewrite it") from exc
+
+
+def check_checkpoint_json(path: Path) -> None:
+    """Every JSON file of :data:`CHECKPOINT_JSON` the folder holds parses (else the error names it)."""
+    for name in CHECKPOINT_JSON:
+        if (path / name).is_file():
+            _read_json(path / name)
+
+
+def _check_safetensors(path: Path) -> None:
+    """Read ``path``'s header and check the file covers every tensor it declares (cheap: no data read)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt"):
+            pass
+    except Exception as exc:  # safetensors' own error types: truncated, bad header, not safetensors
+        size = path.stat().st_size
+        raise CheckpointError(f"{path} ({size:,} bytes) is truncated or not a safetensors file ({exc}); "
+                              "re-download or rewrite it") from exc
+
+
+def check_checkpoint_files(path: Path) -> None:
+    """Everything a local checkpoint folder must hold, checked before anything is loaded, each
+    problem naming its file: config.json, readable JSON files, the weights (single file, or every
+    shard the index lists), each weight file complete."""
     if not (path / "config.json").is_file():
         raise CheckpointError(f"{path} has no config.json: is it a LongVA checkpoint folder?")
-    has_safetensors = (path / "model.safetensors").is_file() or (path / "model.safetensors.index.json").is_file()
-    if not has_safetensors:
+    check_checkpoint_json(path)
+    single, index = path / "model.safetensors", path / "model.safetensors.index.json"
+    if single.is_file():
+        files = [single]
+    elif index.is_file():
+        weight_map = _read_json(index).get("weight_map")
+        if not isinstance(weight_map, dict) or not weight_map:
+            raise CheckpointError(f"{index} has no weight_map: the index is corrupt; re-download or rewrite it")
+        names = sorted(set(weight_map.values()))
+        absent = [n for n in names if not (path / n).is_file()]
+        if absent:
+            raise CheckpointError(f"{index} lists {len(names)} shards; missing from {path}: {', '.join(absent)} "
+                                  "(an interrupted download?)")
+        files = [path / n for n in names]
+    else:
         pickles = sorted(p.name for p in path.glob("*.bin"))
         hint = (f" It holds pickle files ({', '.join(pickles)}), which are not loaded for safety: convert them "
                 "with `safetensors` (torch.load + safetensors.torch.save_file) first.") if pickles else ""
         raise CheckpointError(f"{path} has no model.safetensors or model.safetensors.index.json.{hint}")
+    for file in files:
+        _check_safetensors(file)
 
 
 def load_pretrained(cls, pretrained_model_name_or_path, *args, config=None, torch_dtype=None, dtype=None,
@@ -61,7 +115,7 @@ def load_pretrained(cls, pretrained_model_name_or_path, *args, config=None, torc
     source = os.fspath(pretrained_model_name_or_path)
     local = Path(source)
     if local.exists():
-        _check_local_files(local)
+        check_checkpoint_files(local)
     if config is None:
         config = LongVAConfig.from_pretrained(source, **{k: kwargs[k] for k in ("revision", "token", "cache_dir") if k in kwargs})
     if attn_implementation is not None:
@@ -114,4 +168,4 @@ def load_pretrained(cls, pretrained_model_name_or_path, *args, config=None, torc
     return model
 
 
-__all__ = ["default_dtype", "load_pretrained", "resolve_dtype"]
+__all__ = ["CHECKPOINT_JSON", "check_checkpoint_files", "check_checkpoint_json", "default_dtype", "load_pretrained", "resolve_dtype"]

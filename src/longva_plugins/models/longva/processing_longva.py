@@ -178,6 +178,10 @@ class LongVAProcessor:
 
         from longva_plugins.models.longva.configuration_longva import LongVAConfig
 
+        if Path(os.fspath(path)).is_dir():  # a cut or corrupt file names itself, not a parser deep inside
+            from longva_plugins.models.longva.loading import check_checkpoint_json
+
+            check_checkpoint_json(Path(os.fspath(path)))
         config = LongVAConfig.from_pretrained(os.fspath(path))
         tokenizer = AutoTokenizer.from_pretrained(os.fspath(path), config=config, **tokenizer_kwargs)
         size, mean, std = 336, CLIP_MEAN, CLIP_STD
