@@ -72,9 +72,11 @@ class StorageError(LongVAError, OSError):
     def __init__(self, path, cause: OSError):
         self.path = str(path)
         reason = cause.strerror or str(cause)
-        hint = {28: "the disk is full: free space or write elsewhere", 30: "the file system is read-only",
-                13: "no permission to write there", 27: "the file size limit (ulimit -f) is reached",
-                122: "the disk quota is exhausted"}.get(cause.errno or 0, "")
+        import errno
+
+        hint = {errno.ENOSPC: "the disk is full: free space or write elsewhere", errno.EROFS: "the file system is read-only",
+                errno.EACCES: "no permission to write there", errno.EFBIG: "the file size limit (ulimit -f) is reached",
+                errno.EDQUOT: "the disk quota is exhausted"}.get(cause.errno or 0, "")
         super().__init__(cause.errno, f"cannot write {self.path}: {reason}" + (f" ({hint})" if hint else ""))
         self.cause = cause
 
