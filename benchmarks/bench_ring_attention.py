@@ -24,6 +24,7 @@ activations that shard perfectly dominate.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import tempfile
 import time
@@ -104,7 +105,7 @@ def _one_process(kind, layer, length, device, dtype, queue):
     torch.set_num_threads(1)
     import longva_plugins.attention  # noqa: F401  (registers the attention names)
 
-    name = "sdpa" if kind == "sdpa" else "longva_ring_zigzag"
+    name = {"sdpa": "sdpa", "flash": "flash_attention_2"}.get(kind, "longva_ring_zigzag")
     if layer == "decoder":
         run = _decoder_call(name, length, device, getattr(torch, dtype))
     else:
@@ -177,7 +178,9 @@ def main():
     parser.add_argument("--no-ranks", action="store_true", help="skip the gloo ring column")
     parser.add_argument("--layer", choices=("attention", "decoder"), default="attention",
                         help="the attention op alone, or a whole Qwen2 decoder layer around it")
+    parser.add_argument("--json", help="also write the rows to this JSON file (benchmarks/gpu_check.py reads it)")
     args = parser.parse_args()
+    flash = args.device == "cuda" and args.dtype in ("bfloat16", "float16") and _importable("flash_attn")
     from rich.console import Console
     from rich.table import Table
 
@@ -187,21 +190,42 @@ def main():
     table = Table(title=f"{what} fwd+bwd ({HEADS} heads, {KV_HEADS} KV heads, dim {DIM}, {args.dtype}, "
                         f"{args.device}): time s / peak MiB")
     cols = ["length", "SDPA s", "ours s", "ours/SDPA time", "SDPA MiB", "ours MiB", "ours/SDPA mem"]
+    cols += ["flash_attention_2 s", "ours/flash time"] if flash else []
     if not args.no_ranks:
         cols += [f"ring x{args.world} s", "ring MiB/rank", "ring/ours mem"]
     for col in cols:
         table.add_column(col, justify="right")
+    records = []
     for length in [int(x) for x in args.lengths.split(",")]:
         st, sm = _spawn(ctx, _one_process, [("sdpa", args.layer, length, args.device, args.dtype)])
         ot, om = _spawn(ctx, _one_process, [("ours", args.layer, length, args.device, args.dtype)])
         row = [str(length), f"{st:.2f}", f"{ot:.2f}", f"{ot / st:.2f}x", f"{sm:.0f}", f"{om:.0f}", f"{om / max(sm, 1):.2f}x"]
+        record = {"length": length, "sdpa_s": st, "ours_s": ot, "sdpa_mib": sm, "ours_mib": om}
+        if flash:
+            ft, fm = _spawn(ctx, _one_process, [("flash", args.layer, length, args.device, args.dtype)])
+            row += [f"{ft:.2f}", f"{ot / ft:.2f}x"]
+            record.update(flash_s=ft, flash_mib=fm)
         if not args.no_ranks:
             store = os.path.join(tempfile.mkdtemp(), "store")
             rt, rm = _spawn(ctx, _ring, [(r, args.world, args.layer, length, store) for r in range(args.world)])
             row += [f"{rt:.2f}", f"{rm:.0f}", f"{rm / max(om, 1):.2f}x"]
+            record.update(ring_s=rt, ring_mib_per_rank=rm, world=args.world)
         console.print(" | ".join(row))
         table.add_row(*row)
+        records.append(record)
     console.print(table)
+    if args.json:
+        from longva_plugins.fileio import atomic_write_text
+
+        meta = {"layer": args.layer, "device": args.device, "dtype": args.dtype, "heads": HEADS, "kv_heads": KV_HEADS,
+                "dim": DIM, "flash": flash}
+        atomic_write_text(args.json, json.dumps({**meta, "rows": records}, indent=2))
+
+
+def _importable(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
 
 
 if __name__ == "__main__":

@@ -1,27 +1,34 @@
 #!/usr/bin/env bash
-# The GPU checks, ready for the day a CUDA device is lent (about 10 minutes on one H100/H200):
-# the GPU-marked tests, the attention benchmark at long lengths, and one long V-NIAH cell of a
-# random model with LongVA-7B's shapes (bf16) with its peak memory against the memory model.
-# On a machine without CUDA it says so and exits 0.
-#   bash benchmarks/gpu_check.sh            (after scripts/bootstrap.sh, or in any env with longva-plugins)
+# The GPU checks in one call, on a bare accelerator machine or in this project's environment.
+#
+#   bash benchmarks/gpu_check.sh --out DIR              # CUDA: tests, ring bench, nano V-NIAH, 7B-shaped cell
+#   bash benchmarks/gpu_check.sh --out DIR --dry-run    # the same path on CPU at small sizes
+#
+# Python: $LONGVA_PYTHON, else .venv/bin/python after scripts/bootstrap.sh, else python3 (the GPU
+# image's, which holds torch 2.11 and transformers 5.17). When .whl/ (scripts/gpu_wheels.sh, or
+# $LONGVA_WHEELS) holds wheels, they are installed offline with `pip --target` into a scratch folder
+# put first on PYTHONPATH -- nothing is downloaded and the machine's packages are not touched.
+# Then benchmarks/gpu_check.py runs the steps (each with its own time limit, about 8 minutes in all
+# on one H200) and writes report.json, report.md and gpu_check.log into DIR.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PY="${LONGVA_VENV:-.venv}/bin/python"
-[ -x "$PY" ] || PY=python3
-if ! "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then
-  echo "gpu_check: no CUDA device here; these checks need a GPU (the CPU suite is scripts/test.sh)"
-  exit 0
+PY="${LONGVA_PYTHON:-}"
+if [ -z "$PY" ]; then
+  PY="${LONGVA_VENV:-.venv}/bin/python"
+  [ -x "$PY" ] || PY=python3
 fi
-"$PY" - <<'PYEOF'
-import torch
-print("device:", torch.cuda.get_device_name(0), "| torch", torch.__version__, "| bf16:", torch.cuda.is_bf16_supported())
-try:
-    import flash_attn
-    print("flash-attn", flash_attn.__version__)
-except ImportError:
-    print("flash-attn not installed: flash tests skip (pip install 'longva-plugins[gpu]')")
-PYEOF
-export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1
-"$PY" -m pytest -q -m gpu -p no:cacheprovider tests
-"$PY" benchmarks/bench_ring_attention.py --device cuda --lengths 4096,16384,65536 --dtype bfloat16 --no-ranks
-"$PY" benchmarks/gpu_vniah_cell.py --frames 1000
+WHEELS="${LONGVA_WHEELS:-.whl}"
+if compgen -G "$WHEELS/*.whl" >/dev/null; then
+  TARGET="${LONGVA_WHEEL_TARGET:-${TMPDIR:-/tmp}/longva-gpu-site}"
+  rm -rf "$TARGET"
+  echo "[gpu_check] installing $(ls "$WHEELS"/*.whl | wc -l) carried wheels from $WHEELS into $TARGET (offline, --no-deps)"
+  if ! "$PY" -m pip install --disable-pip-version-check -q --no-index --no-deps --target "$TARGET" "$WHEELS"/*.whl; then
+    PYVER="$("$PY" -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')"
+    echo "[gpu_check] the wheels in $WHEELS do not install into $PY (Python $PYVER); build matching ones with" \
+         "bash scripts/gpu_wheels.sh --dest DIR --python-version $PYVER and set LONGVA_WHEELS=DIR" >&2
+    exit 2
+  fi
+  export PYTHONPATH="$TARGET${PYTHONPATH:+:$PYTHONPATH}" LONGVA_WHEEL_TARGET="$TARGET"
+  export PATH="$TARGET/bin:$PATH"
+fi
+exec "$PY" benchmarks/gpu_check.py "$@"

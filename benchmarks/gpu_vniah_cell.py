@@ -55,6 +55,7 @@ def main():
     parser.add_argument("--frames", type=int, default=1000)
     parser.add_argument("--depth", type=float, default=0.5)
     parser.add_argument("--chunk", type=int, default=8192)
+    parser.add_argument("--json", help="also write the measurement to this JSON file (benchmarks/gpu_check.py reads it)")
     args = parser.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if args.scale == "paper" and device.type != "cuda":
@@ -96,6 +97,21 @@ def main():
           f"{config._attn_implementation}: nll {result.nll_mean:.3f}, {time.perf_counter() - start:.1f} s")
     print(f"weights {weights / 2**30:.2f} GiB | KV model {tokens * kv_per_token / 2**30:.2f} GiB | "
           f"embeddings {embeds / 2**30:.2f} GiB | measured peak above weights+inputs {peak / 2**30:.2f} GiB")
+    if args.json:
+        import json
+        import math
+
+        from longva_plugins.fileio import atomic_write_text
+
+        total = torch.cuda.max_memory_allocated() if device.type == "cuda" else float("nan")
+        record = {"scale": args.scale, "frames": args.frames, "tokens": tokens, "depth": args.depth,
+                  "dtype": str(dtype).replace("torch.", ""), "attention": config._attn_implementation,
+                  "nll": float(result.nll_mean), "seconds": time.perf_counter() - start,
+                  "weights_gib": weights / 2**30, "kv_model_gib": tokens * kv_per_token / 2**30,
+                  "embeddings_gib": embeds / 2**30,
+                  "peak_above_inputs_gib": None if math.isnan(peak) else peak / 2**30,
+                  "peak_total_gib": None if math.isnan(total) else total / 2**30}
+        atomic_write_text(args.json, json.dumps(record, indent=2))
     return 0
 
 

@@ -46,7 +46,7 @@ if ! "$PY" -c "import longva_plugins, lmms_eval, pytest" >/dev/null 2>&1 \
   CONSTRAINTS="$VENV/constraints.txt"
   : > "$CONSTRAINTS"
   if "$PY" -c "import torch" >/dev/null 2>&1; then
-    "$PY" -c "import torch; print('torch==' + torch.__version__)" >> "$CONSTRAINTS"
+    "$PY" -c "import torch; print('torch==' + torch.__version__.split('+')[0])" >> "$CONSTRAINTS"  # no local label (+cpu, +cu130): pip cannot match it with the cap of /etc/xdg/pip
   fi
   if [ "$LOCK" != "none" ]; then
     echo "[bootstrap] installing longva-plugins (editable) with the versions of $LOCK"

@@ -3,6 +3,14 @@
 
     python3 scripts/deps.py lock     # rewrite requirements/lock.txt from the ranges in pyproject.toml
     python3 scripts/deps.py drift    # try the newest releases the ranges allow, compare with the lock
+    python3 scripts/deps.py check --gpu-image    # the GPU image's stack: torch 2.11.0, transformers 5.17.0, ...
+    python3 scripts/deps.py check --torch 2.11.0 --transformers 5.17.0 --pin huggingface-hub==1.33.0
+
+``check`` builds an environment with the lock's versions except those given (a new torch brings its
+torchvision; transformers 5.17 needs huggingface-hub < 2, so that one moves with it), runs the smoke run and the fast tests in it, then emulates the GPU
+image (requirements/gpu-image.txt): a second environment holding only the lock's packages that the
+image has (at those versions, ``--no-deps``), the carried wheels of scripts/gpu_wheels.sh for this
+Python on PYTHONPATH, and ``benchmarks/gpu_check.sh --dry-run`` in it (``--skip-image`` leaves it out).
 
 Both build a throw-away environment with ``scripts/bootstrap.sh`` and ``LONGVA_LOCK=none`` (the
 newest releases the ranges allow, CPU torch held as the bootstrap holds it). ``lock`` writes what
@@ -108,12 +116,121 @@ def fast_tests(venv: Path) -> bool:
     return proc.returncode == 0
 
 
+#: torchvision release of each torch minor (the image pairs torch 2.11 with torchvision 0.26)
+TORCHVISION = {"2.9": "0.24", "2.10": "0.25", "2.11": "0.26", "2.12": "0.27", "2.13": "0.28", "2.14": "0.29"}
+
+
+def image_versions() -> dict[str, str]:
+    """``{name: "name==version"}`` of the GPU image's packages whose version is known."""
+    lines = (ROOT / "requirements" / "gpu-image.txt").read_text().splitlines()
+    return {_normalise(line.split("==")[0]): line.strip() for line in lines if "==" in line and not line.startswith("#")}
+
+
+def image_names() -> set[str]:
+    lines = (ROOT / "requirements" / "gpu-image.txt").read_text().splitlines()
+    return {_normalise(line.split("==")[0].strip()) for line in lines if line.strip() and not line.startswith("#")}
+
+
+def installable(pin: str) -> bool:
+    """Whether ``pin`` has a wheel for this Python from the configured index (downloaded to a scratch folder)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        return subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:",
+                               "--disable-pip-version-check", "-d", tmp, pin],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode == 0
+
+
+def overridden_lock(torch: str | None, transformers: str | None, pins: list[str], gpu_image: bool) -> dict[str, str]:
+    """The lock with the given versions replaced (``gpu_image``: every version the GPU image is known
+    to hold, requirements/gpu-image.txt); a new torch brings the torchvision of its minor release."""
+    lock = read_lock()
+    wanted = {}
+    for name, pin in (image_versions().items() if gpu_image else ()):
+        if name in lock and lock[name] != pin:
+            if installable(pin):
+                wanted[name] = pin
+            else:
+                print(f"[check] {pin} (GPU image) has no wheel for Python {sys.version_info[0]}.{sys.version_info[1]} "
+                      f"here: the lock's {lock[name]} stays")
+    for pin in pins:
+        if "==" not in pin:
+            raise SystemExit(f"deps: --pin {pin!r}: expected NAME==VERSION")
+        wanted[_normalise(pin.split("==")[0])] = pin
+    if torch:
+        wanted["torch"] = f"torch=={torch}"
+    if transformers:
+        wanted["transformers"] = f"transformers=={transformers}"
+    if "torch" in wanted and "torchvision" not in wanted and "torchvision" in lock:
+        minor = ".".join(wanted["torch"].split("==")[1].split(".")[:2])
+        if minor not in TORCHVISION:
+            raise SystemExit(f"deps: torch {minor}: no torchvision release known for it (known: {', '.join(TORCHVISION)}); "
+                             "give one with --pin torchvision==X")
+        wanted["torchvision"] = f"torchvision=={TORCHVISION[minor]}.0"
+    return {**lock, **wanted}
+
+
+def image_emulation(pins: dict[str, str], work: Path) -> bool:
+    """A venv holding only what the GPU image holds, the carried wheels on PYTHONPATH, the dry run."""
+    venv = work / "image"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    py = str(venv / "bin" / "python")
+    pip = [py, "-m", "pip", "install", "--disable-pip-version-check", "-q"]
+    subprocess.run([*pip, pins["torch"]], check=True)  # with its CUDA libraries, as the image has them
+    rest = [pin for name, pin in sorted(pins.items()) if name in image_names() and name not in ("torch", "torchvision")]
+    subprocess.run([*pip, "--no-deps", *rest], check=True)
+    wheels = work / "wheels"
+    version = subprocess.run([py, "-c", "import sys; print(f'{sys.version_info[0]}.{sys.version_info[1]}')"],
+                             capture_output=True, text=True, check=True).stdout.strip()
+    subprocess.run(["bash", str(ROOT / "scripts" / "gpu_wheels.sh"), "--dest", str(wheels), "--python-version", version],
+                   check=True)
+    env = {**os.environ, **OFFLINE, "LONGVA_PYTHON": py, "LONGVA_WHEELS": str(wheels),
+           "LONGVA_WHEEL_TARGET": str(work / "target")}
+    env.pop("PYTHONPATH", None)
+    proc = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_check.sh"), "--out", str(work / "report"), "--dry-run"],
+                          env=env)
+    report = work / "report" / "report.md"
+    if report.is_file():
+        print(report.read_text())
+    print(f"[check] GPU-image emulation (gpu_check.sh --dry-run): exit {proc.returncode}")
+    return proc.returncode == 0
+
+
+def check(args) -> int:
+    pins = overridden_lock(args.torch, args.transformers, args.pin, args.gpu_image)
+    changed = [f"{pin} (lock {read_lock().get(name, '-').split('==')[-1]})" for name, pin in sorted(pins.items())
+               if read_lock().get(name) != pin]
+    print("[check] versions other than the lock's: " + (", ".join(changed) or "none"))
+    with tempfile.TemporaryDirectory(prefix="longva-check-") as tmp:
+        work = Path(tmp)
+        lock = work / "lock.txt"
+        lock.write_text("".join(f"{pins[name]}\n" for name in sorted(pins)))
+        venv = Path(args.venv) if args.venv else work / "venv"
+        env = {**os.environ, "LONGVA_VENV": str(venv), "LONGVA_LOCK": str(lock), "LONGVA_TORCH": pins["torch"]}
+        subprocess.run(["bash", str(ROOT / "scripts" / "bootstrap.sh")], env=env, check=True)
+        ok = smoke_run(venv, work)
+        if not args.skip_tests:
+            ok = fast_tests(venv) and ok
+        if not args.skip_image:
+            ok = image_emulation(pins, work) and ok
+        stack = f"torch {pins['torch'].split('==')[1]}, transformers {pins['transformers'].split('==')[1]}"
+        print(f"[check] {stack}: {'passes' if ok else 'FAILS (see above)'}")
+        return 0 if ok else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=("lock", "drift"))
+    parser.add_argument("command", choices=("lock", "drift", "check"))
+    parser.add_argument("--torch", help="check: the torch version (e.g. 2.11.0, the GPU image's)")
+    parser.add_argument("--transformers", help="check: the transformers version (e.g. 5.17.0)")
+    parser.add_argument("--pin", action="append", default=[], help="check: another NAME==VERSION to replace (repeatable)")
+    parser.add_argument("--gpu-image", action="store_true",
+                        help="check: every version requirements/gpu-image.txt knows (torch 2.11, transformers 5.17, "
+                             "huggingface-hub 1.33, ...)")
+    parser.add_argument("--skip-image", action="store_true", help="check: leave out the GPU-image emulation")
     parser.add_argument("--venv", help="where to build the throw-away environment (default: a temporary folder)")
-    parser.add_argument("--skip-tests", action="store_true", help="drift: only the smoke run and the version diff")
+    parser.add_argument("--skip-tests", action="store_true", help="drift, check: leave out the fast tests")
     args = parser.parse_args(argv)
+    if args.command == "check":
+        return check(args)
     with tempfile.TemporaryDirectory(prefix="longva-deps-") as tmp:
         venv = Path(args.venv) if args.venv else Path(tmp) / "venv"
         build_newest(venv)
