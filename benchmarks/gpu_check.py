@@ -41,10 +41,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
+from longva_plugins.cli.demo import NANO_GRID  # noqa: E402  (the demo's grid)
 from longva_plugins.fileio import atomic_write_text  # noqa: E402
 
 CPU_REFERENCE = ROOT / "benchmarks" / "data" / "nano_vniah_cpu.json"
-NANO_GRID = "frames=10:250:60;depths=0,0.2,0.4,0.6,0.8,1"  # the demo's (longva_plugins.cli.demo)
 DRY_GRID = "frames=10:70:60;depths=0,0.2,0.4,0.6,0.8,1"  # two of its frame counts
 #: README "Paper scale, on paper": weights + chunk activations, and KV + embeddings per frame.
 MEMORY_MODEL_GIB, MEMORY_PER_FRAME_MIB = 15.7, 8.9
