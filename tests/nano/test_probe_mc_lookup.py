@@ -1,0 +1,117 @@
+"""``examples/nano/probe_mc_lookup.py``: its prompts are the tasks' own and its answers right; it runs."""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from longva_plugins.nano.scenes import COLOURS
+
+SCRIPT = Path(__file__).resolve().parents[2] / "examples" / "nano" / "probe_mc_lookup.py"
+
+
+@pytest.fixture(scope="module")
+def probe():
+    spec = importlib.util.spec_from_file_location("probe_mc_lookup", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def processor():
+    from longva_plugins.models.longva import LongVAProcessor
+    from longva_plugins.nano.build import nano_tokenizer
+
+    return LongVAProcessor(nano_tokenizer())
+
+
+def _options(prompt: str) -> dict[str, str]:
+    """``{letter: option text}`` from any of the three option styles: ``A. x`` lines, MLVU's ``(A) x``
+    lines, or the paper prompt's ``str(options)`` (``['A. x', 'B. y', ...]``)."""
+    found = {m.group(1) or m.group(2): m.group(3).strip()
+             for m in re.finditer(r"^(?:([A-D])\.|\(([A-D])\)) (.+)$", prompt, flags=re.MULTILINE)}
+    for line in prompt.splitlines():
+        if line.startswith("['"):
+            found.update(option.split(". ", 1) for option in ast.literal_eval(line))
+    return found
+
+
+@pytest.mark.parametrize("question", ["lookup", "appear", "fixed"])
+def test_probe_prompts_hold_the_right_answer(probe, processor, question):
+    from longva_plugins.vniah.scoring import POST_TEXT
+
+    prompts = probe.Prompts(processor, question)
+    rng = np.random.default_rng(5)
+    seen_formats = set()
+    for _ in range(40):
+        ids, answer = prompts.sample(rng, 4, 16)
+        text = processor.decode(ids, skip_special_tokens=False)
+        assert text.endswith(POST_TEXT)
+        options = _options(text)
+        assert sorted(options) == list("ABCD") and set(options.values()) <= set(COLOURS)
+        letter = "ABCD"[answer]
+        seen_formats.add("mlvu" if "(A)" in text else "paper" if "['A." in text else "videomme")
+        if question == "appear":
+            hay = text.split("Which colour")[0]
+            planted = {c for c in COLOURS if re.search(rf"\b{c}\b", hay)}
+            assert options[letter] in planted and not (set(options.values()) - {options[letter]}) & planted
+        else:
+            asked = re.search(r"Which option is (\w+)\?", text).group(1)
+            expected = asked if question == "lookup" else None
+            if expected:
+                assert options[letter] == asked
+            else:  # the fixed control: the letter is a function of the asked colour alone
+                assert answer == list(COLOURS).index(asked) % 4
+    assert seen_formats == {"mlvu", "paper", "videomme"}
+    assert prompts.letters == [processor.tokenize(c).tolist()[0] for c in "ABCD"]
+
+
+def test_probe_prompts_are_the_tasks_doc_to_text(probe, processor):
+    """The text after the haystack is exactly a task's ``doc_to_text`` of the question (no template
+    of the probe's own), in each of the three formats."""
+    from longva_plugins.nano.minibench import task_prompt_kwargs
+    from longva_plugins.task_utils import mlvu, videomme
+    from longva_plugins.vniah.scoring import POST_TEXT
+
+    prompts = probe.Prompts(processor, "lookup")
+    rng = np.random.default_rng(11)
+    matched = set()
+    for _ in range(30):
+        ids, _ = prompts.sample(rng, 4, 16)
+        text = processor.decode(ids, skip_special_tokens=False)
+        question = re.search(r"Which option is \w+\?", text).group(0)
+        options = _options(text)
+        candidates = {
+            "longva_videomme": videomme.videomme_doc_to_text(
+                {"question": question, "options": [f"{k}. {v}" for k, v in options.items()]},
+                task_prompt_kwargs("longva_videomme")),
+            "longva_videomme_paper": videomme.videomme_doc_to_text_paper(
+                {"question": question, "options": [f"{k}. {v}" for k, v in sorted(options.items())]},
+                task_prompt_kwargs("longva_videomme_paper")),
+            "longva_mlvu_dev": mlvu.mlvu_doc_to_text(
+                {"question": question + "\n" + "\n".join(f"({k}) {v}" for k, v in options.items())},
+                task_prompt_kwargs("longva_mlvu_dev")),
+        }
+        hits = [task for task, prompt in candidates.items() if text.endswith("\n" + prompt + POST_TEXT)]
+        assert len(hits) >= 1, text
+        matched.update(hits)
+    assert matched == set(probe.FORMATS)
+
+
+def test_probe_runs_and_writes_its_measurement(tmp_path):
+    out = tmp_path / "probe.json"
+    run = subprocess.run([sys.executable, str(SCRIPT), "--steps", "3", "--batch", "4", "--question", "fixed",
+                          "--json", str(out)], capture_output=True, text=True, timeout=600, check=False)
+    assert run.returncode == 0, run.stderr[-2000:]
+    result = json.loads(out.read_text())
+    assert result["steps"] == 3 and result["question"] == "fixed" and set(result["loss"]) == {"3"}
+    assert 0.0 <= result["accuracy"] <= 1.0 and "letter accuracy" in run.stdout
