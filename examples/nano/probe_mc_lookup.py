@@ -34,7 +34,6 @@ import numpy as np
 import torch
 
 LETTERS = string.ascii_uppercase[:4]
-FORMATS = ("longva_videomme", "longva_videomme_paper", "longva_mlvu_dev")
 
 
 def parse_args():
@@ -55,25 +54,17 @@ class Prompts:
     """Letter-answer prompts of one question kind, every random choice from the generator given."""
 
     def __init__(self, processor, question: str):
-        from longva_plugins.nano.minibench import task_prompt_kwargs
-        from longva_plugins.task_utils import mlvu, videomme
+        from longva_plugins.nano.minibench import TEXT_FORMATS, doc_to_text_functions, task_prompt_kwargs
+        from longva_plugins.nano.text import TextNeedleTask
         from longva_plugins.vniah.scoring import POST_TEXT, PRE_TEXT
 
         self.tok = lambda text: processor.tokenize(text).tolist()
         self.question = question
-        self.formats = {"longva_videomme": videomme.videomme_doc_to_text,
-                        "longva_videomme_paper": videomme.videomme_doc_to_text_paper,
-                        "longva_mlvu_dev": mlvu.mlvu_doc_to_text}
-        self.kwargs = {task: task_prompt_kwargs(task) for task in FORMATS}
+        self.text_of = doc_to_text_functions()
+        self.kwargs = {task: task_prompt_kwargs(task) for task in TEXT_FORMATS}
         self.pre, self.post = self.tok(PRE_TEXT), self.tok(POST_TEXT)
-        self.letters = [self._one(letter) for letter in LETTERS]
+        self.letters = [TextNeedleTask._one(processor, letter) for letter in LETTERS]
         self.pad = processor.pad_token_id
-
-    def _one(self, text: str) -> int:
-        ids = self.tok(text)
-        if len(ids) != 1:
-            raise ValueError(f"the tokenizer splits {text!r} into {len(ids)} tokens; the probe needs one")
-        return ids[0]
 
     def _question(self, rng, events: list[str]):
         from longva_plugins.nano.minibench import Question, VideoPlan, questions_for
@@ -88,6 +79,7 @@ class Prompts:
 
     def sample(self, rng, low: int, high: int) -> tuple[list[int], int]:
         """One prompt after ``low``..``high`` filler words with 1 or 2 colour words planted between them."""
+        from longva_plugins.nano.minibench import TEXT_FORMATS, question_doc
         from longva_plugins.nano.scenes import COLOURS
         from longva_plugins.nano.text import FILLER
 
@@ -97,12 +89,8 @@ class Prompts:
         for k, at in enumerate(sorted(rng.choice(len(words) + 1, size=len(events), replace=False).tolist())):
             words.insert(at + k, events[k])
         hay = self.tok(" " + " ".join(words))
-        task = FORMATS[int(rng.integers(len(FORMATS)))]
-        if task == "longva_mlvu_dev":
-            doc = {"question": q.text + "\n" + "\n".join(f"({LETTERS[j]}) {o}" for j, o in enumerate(q.options))}
-        else:
-            doc = {"question": q.text, "options": [f"{LETTERS[j]}. {o}" for j, o in enumerate(q.options)]}
-        ids = self.pre + hay + self.tok("\n" + self.formats[task](doc, self.kwargs[task])) + self.post
+        task = TEXT_FORMATS[int(rng.integers(len(TEXT_FORMATS)))]
+        ids = self.pre + hay + self.tok("\n" + self.text_of[task](question_doc(task, q), self.kwargs[task])) + self.post
         return ids, q.answer
 
     def batch(self, rng, size: int, low: int, high: int):
@@ -146,11 +134,9 @@ def main():
         model = LongVAForCausalLM(config)
     prompts = Prompts(LongVAProcessor.from_pretrained(checkpoint), args.question)
     low, high = (int(x) for x in args.haystack.split(":"))
-    params = [p for name, p in model.named_parameters() if "vision_tower" not in name and "mm_projector" not in name]
-    for p in model.parameters():
-        p.requires_grad = False
-    for p in params:
-        p.requires_grad = True
+    for name, param in model.named_parameters():
+        param.requires_grad = "vision_tower" not in name and "mm_projector" not in name
+    params = [p for p in model.parameters() if p.requires_grad]
     print(f"probe: {args.question}, language model {sum(p.numel() for p in params):,} parameters, "
           f"{args.steps} steps of {args.batch}, lr {args.lr}", flush=True)
     optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.0)

@@ -320,16 +320,34 @@ def _environ(values: dict[str, str]):
                 os.environ[k] = v
 
 
+def doc_to_text_functions() -> dict:
+    """``{task: doc_to_text}`` of :data:`TASKS`, in that order: the functions the tasks' YAMLs name."""
+    from longva_plugins.task_utils import mlvu, videomme
+
+    return {"longva_videomme": videomme.videomme_doc_to_text, "longva_videomme_paper": videomme.videomme_doc_to_text_paper,
+            "longva_videomme_w_subtitle": videomme.videomme_doc_to_text_subtitle, "longva_mlvu_dev": mlvu.mlvu_doc_to_text}
+
+
+#: The formats of the text-only questions: :data:`TASKS` but the subtitle one (no video, no subtitles).
+TEXT_FORMATS = tuple(task for task in TASKS if task != "longva_videomme_w_subtitle")
+
+
+def question_doc(task: str, question: Question) -> dict:
+    """The doc a task's ``doc_to_text`` reads for ``question``: Video-MME's ``options`` list of
+    ``"A. x"``, or MLVU's question text with ``"(A) x"`` lines."""
+    letters = string.ascii_uppercase
+    if task == "longva_mlvu_dev":
+        return {"question": question.text + "\n" + "\n".join(f"({letters[j]}) {o}" for j, o in enumerate(question.options))}
+    return {"question": question.text, "options": [f"{letters[j]}. {o}" for j, o in enumerate(question.options)]}
+
+
 def task_prompts(root: str | os.PathLike) -> list[tuple[str, dict, str, str]]:
     """``(task, doc, video path relative to root, prompt)`` of every question of the bench at
     ``root`` in every task's format: the prompt is the task's own ``doc_to_text`` of the doc."""
     import datasets
 
-    from longva_plugins.task_utils import mlvu, videomme
-
     root = Path(root)
-    text_of = {"longva_videomme": videomme.videomme_doc_to_text, "longva_videomme_paper": videomme.videomme_doc_to_text_paper,
-               "longva_videomme_w_subtitle": videomme.videomme_doc_to_text_subtitle, "longva_mlvu_dev": mlvu.mlvu_doc_to_text}
+    text_of = doc_to_text_functions()
     out = []
     with _environ(bench_env(root)):
         vm_docs = datasets.load_dataset("parquet", data_files=str(root / "videomme" / "test-00000-of-00001.parquet"),
@@ -380,12 +398,10 @@ def text_records(seed: int, count: int, shots: tuple[int, int] = (8, 160)) -> li
     1,500 tokens -- the questions' reasoning learnt on long text, which the video questions then
     reuse (LongVA's long-context transfer). Prompts: the three formats without subtitles."""
     from longva_plugins.nano.text import FILLER
-    from longva_plugins.task_utils import mlvu, videomme
 
     rng = np.random.default_rng([seed, 4])
-    formats = {"longva_videomme": videomme.videomme_doc_to_text, "longva_videomme_paper": videomme.videomme_doc_to_text_paper,
-               "longva_mlvu_dev": mlvu.mlvu_doc_to_text}
-    kwargs = {task: task_prompt_kwargs(task) for task in formats}
+    text_of = doc_to_text_functions()
+    kwargs = {task: task_prompt_kwargs(task) for task in TEXT_FORMATS}
     records = []
     while len(records) < count:
         plan = plan_video(rng, int(rng.integers(*shots)), (1, 1))
@@ -396,19 +412,14 @@ def text_records(seed: int, count: int, shots: tuple[int, int] = (8, 160)) -> li
                 shot.insert(int(rng.integers(len(shot) + 1)), colour)
             words.extend(shot)
         for q in questions_for(rng, plan):
-            task = list(formats)[int(rng.integers(len(formats)))]
-            letters = string.ascii_uppercase
-            if task == "longva_mlvu_dev":
-                doc = {"question": q.text + "\n" + "\n".join(f"({letters[j]}) {o}" for j, o in enumerate(q.options))}
-            else:
-                doc = {"question": q.text, "options": [f"{letters[j]}. {o}" for j, o in enumerate(q.options)]}
-            prompt = formats[task](doc, kwargs[task])
+            task = TEXT_FORMATS[int(rng.integers(len(TEXT_FORMATS)))]
+            prompt = text_of[task](question_doc(task, q), kwargs[task])
             records.append({"id": f"text-{seed}-{len(records)}",
                             "conversations": [{"from": "human", "value": " ".join(words) + "\n" + prompt},
-                                              {"from": "gpt", "value": letters[q.answer]}]})
+                                              {"from": "gpt", "value": string.ascii_uppercase[q.answer]}]})
     return records[:count]
 
 
-__all__ = ["BENCH_MODEL_ARGS", "bench_scores", "text_records", "DURATIONS", "KINDS", "MLVU_TASK_TYPES", "TASKS", "VIDEOMME_TASK_TYPES",
+__all__ = ["BENCH_MODEL_ARGS", "TEXT_FORMATS", "bench_scores", "doc_to_text_functions", "question_doc", "text_records", "DURATIONS", "KINDS", "MLVU_TASK_TYPES", "TASKS", "VIDEOMME_TASK_TYPES",
            "alignment_records", "bench_env", "make_mini_bench", "plan_video", "questions_for", "render",
            "task_prompt_kwargs", "task_prompts", "write_bench"]
