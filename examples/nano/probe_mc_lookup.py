@@ -17,9 +17,15 @@ answer a letter, loss on the letter only. Questions (``--question``):
 - ``fixed``: the ``lookup`` prompt, but the answer is a fixed function of the question's colour
   (no lookup): a positive control showing the set-up learns what a small model can learn.
 
+``--recall STEPS:OPTIONS,...`` first trains dense option recall (the options alone in a task's
+format, then eight "Which option is <colour>? <letter>" queries, loss on every letter), in phases
+of a number of options.
+
 It trains the checkpoint's language model (or, with ``--scratch LAYERS,WIDTH,HEADS``, an untrained
 one of that shape with the nano tokenizer), then reports the loss every 100 steps and the letter
-accuracy on 96 unseen prompts. ``--json`` writes the measurement. Measured numbers are in the README
+accuracy on 96 unseen prompts, by task format and by answer letter. ``--json`` writes the
+measurement; ``--save DIR`` the trained checkpoint (the source's other files with it), which
+``--checkpoint DIR --seed 1`` continues on new prompts. Measured numbers are in the README
 ("Multiple choice: not yet").
 """
 
@@ -45,8 +51,13 @@ def parse_args():
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--haystack", default="4:16", help="filler words before the prompt, MIN:MAX")
     parser.add_argument("--scratch", help="LAYERS,WIDTH,HEADS: an untrained language model of that shape")
+    parser.add_argument("--recall", default="", metavar="STEPS:OPTIONS,...",
+                        help="first train dense option recall, in phases of STEPS steps with OPTIONS options (in a "
+                             "task's option format, then eight 'Which option is <colour>? <letter>' queries, loss on "
+                             "every letter), e.g. 300:2,300:4")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", help="write the losses and the accuracy here")
+    parser.add_argument("--save", help="save the trained checkpoint here (to continue with --checkpoint)")
     return parser.parse_args()
 
 
@@ -91,7 +102,37 @@ class Prompts:
         hay = self.tok(" " + " ".join(words))
         task = TEXT_FORMATS[int(rng.integers(len(TEXT_FORMATS)))]
         ids = self.pre + hay + self.tok("\n" + self.text_of[task](question_doc(task, q), self.kwargs[task])) + self.post
+        self.last_task = task
         return ids, q.answer
+
+    def recall(self, rng, n_options: int = 4, queries: int = 8) -> tuple[list[int], list[tuple[int, int]]]:
+        """Dense option recall: four options in one task's option format, then ``queries`` questions
+        each followed by its letter; returns the ids and ``(position predicting the letter, answer)``."""
+        from longva_plugins.nano.minibench import TEXT_FORMATS, Question, question_doc
+        from longva_plugins.nano.scenes import COLOURS
+
+        options = [str(c) for c in rng.permutation(list(COLOURS))[:n_options]]
+        task = TEXT_FORMATS[int(rng.integers(len(TEXT_FORMATS)))]
+        doc = question_doc(task, Question("recall", "", options, 0))
+        lines = doc["question"].strip() if task == "longva_mlvu_dev" else "\n".join(doc["options"])
+        ids, targets = self.pre + self.tok(lines), []
+        for asked in rng.integers(n_options, size=queries).tolist():
+            ids += self.tok(f"\nWhich option is {options[asked]}?")
+            targets.append((len(ids) - 1, asked))
+            ids.append(self.letters[asked])
+        return ids, targets
+
+    def recall_batch(self, rng, size: int, n_options: int = 4):
+        """Right-padded recall rows: ``(input_ids, attention_mask, row index, position, answer)``."""
+        rows = [self.recall(rng, n_options) for _ in range(size)]
+        width = max(len(ids) for ids, _ in rows)
+        ids = torch.full((size, width), self.pad)
+        mask = torch.zeros((size, width), dtype=torch.long)
+        for i, (row, _) in enumerate(rows):
+            ids[i, :len(row)] = torch.tensor(row)
+            mask[i, :len(row)] = 1
+        where = [(i, at, answer) for i, (_, targets) in enumerate(rows) for at, answer in targets]
+        return ids, mask, *(torch.tensor(column) for column in zip(*where))
 
     def batch(self, rng, size: int, low: int, high: int):
         """Left-padded ``(input_ids, attention_mask, position_ids, answer index)``: the answer is read at
@@ -132,7 +173,8 @@ def main():
         if getattr(config, "layer_types", None):
             config.layer_types = config.layer_types[:1] * layers
         model = LongVAForCausalLM(config)
-    prompts = Prompts(LongVAProcessor.from_pretrained(checkpoint), args.question)
+    processor = LongVAProcessor.from_pretrained(checkpoint)
+    prompts = Prompts(processor, args.question)
     low, high = (int(x) for x in args.haystack.split(":"))
     for name, param in model.named_parameters():
         param.requires_grad = "vision_tower" not in name and "mm_projector" not in name
@@ -142,6 +184,25 @@ def main():
     optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.0)
     start, losses, curve = time.time(), [], {}
     model.train()
+    phases = [tuple(int(x) for x in phase.split(":")) for phase in args.recall.split(",") if phase]
+    schedule = [n_options for steps, n_options in phases for _ in range(steps)]
+    for step, n_options in enumerate(schedule):
+        for group in optimizer.param_groups:
+            group["lr"] = args.lr * min(1.0, (step + 1) / 100)
+        ids, mask, rows, at, answers = prompts.recall_batch(np.random.default_rng([args.seed, 7, step]), args.batch,
+                                                            n_options)
+        logits = model(input_ids=ids, attention_mask=mask).logits[rows, at][:, prompts.letters]
+        loss = torch.nn.functional.cross_entropy(logits, answers)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        losses.append(loss.item())
+        if (step + 1) % 100 == 0 or step + 1 == len(schedule) or schedule[step + 1] != n_options:
+            curve[f"recall {step + 1}"] = float(np.mean(losses[-100:]))
+            print(f"recall step {step + 1} ({n_options} options): letter loss {curve[f'recall {step + 1}']:.3f} "
+                  f"(chance ln {n_options} = {np.log(n_options):.3f}; {time.time() - start:.0f} s)", flush=True)
+    losses = []
     for step in range(args.steps):
         for group in optimizer.param_groups:
             group["lr"] = args.lr * min(1.0, (step + 1) / 100)
@@ -157,17 +218,25 @@ def main():
             print(f"step {step + 1}: letter loss {curve[step + 1]:.3f} (chance ln 4 = 1.386; {time.time() - start:.0f} s)",
                   flush=True)
     model.eval()
-    hits, total = 0, 0
+    hits, total, by = 0, 0, {}
     with torch.no_grad():
         rng = np.random.default_rng([args.seed, 99991])
-        for _ in range(3):
-            ids, mask, positions, answers = prompts.batch(rng, 32, low, high)
-            hits += int((letter_logits(model, prompts, ids, mask, positions).argmax(-1) == answers).sum())
-            total += len(answers)
+        for _ in range(96):
+            ids, mask, positions, answers = prompts.batch(rng, 1, low, high)
+            hit = int(letter_logits(model, prompts, ids, mask, positions).argmax(-1)[0] == answers[0])
+            hits, total = hits + hit, total + 1
+            for key in (prompts.last_task, f"answer {LETTERS[int(answers[0])]}"):
+                by.setdefault(key, []).append(hit)
+    breakdown = {key: round(float(np.mean(v)), 3) for key, v in sorted(by.items())}
+    print("probe: accuracy by format and answer: " + ", ".join(f"{k} {v:.2f}" for k, v in breakdown.items()))
     result = {"question": args.question, "checkpoint": checkpoint, "scratch": args.scratch, "steps": args.steps,
-              "batch": args.batch, "lr": args.lr, "haystack": args.haystack, "loss": curve,
-              "accuracy": hits / total, "seconds": round(time.time() - start, 1)}
+              "batch": args.batch, "lr": args.lr, "recall": args.recall, "haystack": args.haystack, "loss": curve,
+              "accuracy": hits / total, "breakdown": breakdown, "seconds": round(time.time() - start, 1)}
     print(f"probe: {args.question} letter accuracy {hits / total:.2f} on {total} unseen prompts (chance 0.25)")
+    if args.save:
+        from longva_plugins.nano.build import save_checkpoint
+
+        save_checkpoint(model, checkpoint, args.save)
     if args.json:
         atomic_write_text(args.json, json.dumps(result, indent=2) + "\n")
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from longva_plugins.nano.scenes import COLOURS
 
@@ -114,3 +115,44 @@ def test_probe_runs_and_writes_its_measurement(tmp_path):
     result = json.loads(out.read_text())
     assert result["steps"] == 3 and result["question"] == "fixed" and set(result["loss"]) == {"3"}
     assert 0.0 <= result["accuracy"] <= 1.0 and "letter accuracy" in run.stdout
+
+
+@pytest.mark.parametrize("n_options", [2, 4])
+def test_probe_recall_rows_answer_every_query(probe, processor, n_options):
+    """Dense recall: the options in one of the tasks' option formats, then queries each followed by
+    the letter of the option naming the asked colour; the targets point at the position before it."""
+    prompts = probe.Prompts(processor, "lookup")
+    rng = np.random.default_rng(2)
+    formats = set()
+    for _ in range(30):
+        ids, targets = prompts.recall(rng, n_options)
+        text = processor.decode(ids, skip_special_tokens=False)
+        formats.add("mlvu" if "(A)" in text else "videomme")
+        options = {m.group(1) or m.group(2): m.group(3)
+                   for m in re.finditer(r"^(?:([A-D])\.|\(([A-D])\)) (\w+)$", text, flags=re.MULTILINE)}
+        assert sorted(options) == list("ABCD"[:n_options]) and len(set(options.values())) == n_options
+        assert len(targets) == 8
+        for at, answer in targets:
+            assert ids[at + 1] == prompts.letters[answer]
+            asked = re.search(r"Which option is (\w+)\?$", processor.decode(ids[:at + 1], skip_special_tokens=False))
+            assert options["ABCD"[answer]] == asked.group(1)
+    assert formats == {"mlvu", "videomme"}
+    ids, mask, rows, at, answers = prompts.recall_batch(rng, 3, n_options)
+    assert rows.tolist() == [0] * 8 + [1] * 8 + [2] * 8 and len(at) == len(answers) == 24
+    assert bool((mask[rows, at] == 1).all()) and bool((ids[rows, at + 1] == torch.tensor(prompts.letters)[answers]).all())
+
+
+def test_probe_recall_phases_breakdown_and_save(tmp_path):
+    out, saved = tmp_path / "probe.json", tmp_path / "ckpt"
+    run = subprocess.run([sys.executable, str(SCRIPT), "--recall", "2:2,1:4", "--steps", "2", "--batch", "4",
+                          "--json", str(out), "--save", str(saved)], capture_output=True, text=True, timeout=600,
+                         check=False)
+    assert run.returncode == 0, run.stderr[-2000:]
+    result = json.loads(out.read_text())
+    assert set(result["loss"]) == {"recall 2", "recall 3", "2"} and result["recall"] == "2:2,1:4"
+    assert {"answer A", "longva_videomme", "longva_mlvu_dev"} <= set(result["breakdown"])
+    assert "(2 options)" in run.stdout and "(4 options)" in run.stdout
+    from longva_plugins.models.longva import LongVAForCausalLM, LongVAProcessor
+
+    assert LongVAProcessor.from_pretrained(saved).tokenizer.pad_token_id is not None
+    assert LongVAForCausalLM.from_pretrained(saved).config.num_hidden_layers == 4
