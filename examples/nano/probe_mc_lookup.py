@@ -88,8 +88,9 @@ class Prompts:
         answer = asked if self.question == "lookup" else list(COLOURS).index(options[asked]) % 4
         return Question(self.question, f"Which option is {options[asked]}?", options, answer)
 
-    def sample(self, rng, low: int, high: int) -> tuple[list[int], int]:
-        """One prompt after ``low``..``high`` filler words with 1 or 2 colour words planted between them."""
+    def sample(self, rng, low: int, high: int) -> tuple[list[int], int, str]:
+        """One prompt after ``low``..``high`` filler words with 1 or 2 colour words planted between
+        them: ``(ids, answer index, the task whose format it is in)``."""
         from longva_plugins.nano.minibench import TEXT_FORMATS, question_doc
         from longva_plugins.nano.scenes import COLOURS
         from longva_plugins.nano.text import FILLER
@@ -102,11 +103,10 @@ class Prompts:
         hay = self.tok(" " + " ".join(words))
         task = TEXT_FORMATS[int(rng.integers(len(TEXT_FORMATS)))]
         ids = self.pre + hay + self.tok("\n" + self.text_of[task](question_doc(task, q), self.kwargs[task])) + self.post
-        self.last_task = task
-        return ids, q.answer
+        return ids, q.answer, task
 
     def recall(self, rng, n_options: int = 4, queries: int = 8) -> tuple[list[int], list[tuple[int, int]]]:
-        """Dense option recall: four options in one task's option format, then ``queries`` questions
+        """Dense option recall: ``n_options`` options in one task's option format, then ``queries`` questions
         each followed by its letter; returns the ids and ``(position predicting the letter, answer)``."""
         from longva_plugins.nano.minibench import TEXT_FORMATS, Question, question_doc
         from longva_plugins.nano.scenes import COLOURS
@@ -125,27 +125,28 @@ class Prompts:
     def recall_batch(self, rng, size: int, n_options: int = 4):
         """Right-padded recall rows: ``(input_ids, attention_mask, row index, position, answer)``."""
         rows = [self.recall(rng, n_options) for _ in range(size)]
-        width = max(len(ids) for ids, _ in rows)
-        ids = torch.full((size, width), self.pad)
-        mask = torch.zeros((size, width), dtype=torch.long)
-        for i, (row, _) in enumerate(rows):
-            ids[i, :len(row)] = torch.tensor(row)
-            mask[i, :len(row)] = 1
+        ids, mask = self._padded([row for row, _ in rows], left=False)
         where = [(i, at, answer) for i, (_, targets) in enumerate(rows) for at, answer in targets]
         return ids, mask, *(torch.tensor(column) for column in zip(*where))
 
     def batch(self, rng, size: int, low: int, high: int):
-        """Left-padded ``(input_ids, attention_mask, position_ids, answer index)``: the answer is read at
-        the last position of every row."""
+        """Left-padded ``(input_ids, attention_mask, position_ids, answer index, task formats)``: the
+        answer is read at the last position of every row."""
         rows = [self.sample(rng, low, high) for _ in range(size)]
-        width = max(len(ids) for ids, _ in rows)
-        ids = torch.full((size, width), self.pad)
-        mask = torch.zeros((size, width), dtype=torch.long)
-        for i, (row, _) in enumerate(rows):
-            ids[i, width - len(row):] = torch.tensor(row)
-            mask[i, width - len(row):] = 1
+        ids, mask = self._padded([row for row, _, _ in rows], left=True)
         positions = (mask.cumsum(1) - 1).clamp(min=0)
-        return ids, mask, positions, torch.tensor([answer for _, answer in rows])
+        return ids, mask, positions, torch.tensor([answer for _, answer, _ in rows]), [task for _, _, task in rows]
+
+    def _padded(self, rows: list[list[int]], left: bool):
+        """``(input_ids, attention_mask)`` of ``rows`` padded to the longest, on the left or the right."""
+        width = max(len(row) for row in rows)
+        ids = torch.full((len(rows), width), self.pad)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, row in enumerate(rows):
+            span = slice(width - len(row), width) if left else slice(0, len(row))
+            ids[i, span] = torch.tensor(row)
+            mask[i, span] = 1
+        return ids, mask
 
 
 def letter_logits(model, prompts: Prompts, ids, mask, positions):
@@ -184,35 +185,32 @@ def main():
     optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.0)
     start, losses, curve = time.time(), [], {}
     model.train()
-    phases = [tuple(int(x) for x in phase.split(":")) for phase in args.recall.split(",") if phase]
-    schedule = [n_options for steps, n_options in phases for _ in range(steps)]
-    for step, n_options in enumerate(schedule):
+
+    def optimise(step: int, loss: torch.Tensor) -> None:
+        """One AdamW step on ``loss`` (100 warm-up steps, gradients clipped to norm 1) and its value logged."""
         for group in optimizer.param_groups:
             group["lr"] = args.lr * min(1.0, (step + 1) / 100)
-        ids, mask, rows, at, answers = prompts.recall_batch(np.random.default_rng([args.seed, 7, step]), args.batch,
-                                                            n_options)
-        logits = model(input_ids=ids, attention_mask=mask).logits[rows, at][:, prompts.letters]
-        loss = torch.nn.functional.cross_entropy(logits, answers)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         losses.append(loss.item())
+
+    phases = [tuple(int(x) for x in phase.split(":")) for phase in args.recall.split(",") if phase]
+    schedule = [n_options for steps, n_options in phases for _ in range(steps)]
+    for step, n_options in enumerate(schedule):
+        ids, mask, rows, at, answers = prompts.recall_batch(np.random.default_rng([args.seed, 7, step]), args.batch,
+                                                            n_options)
+        logits = model(input_ids=ids, attention_mask=mask).logits[rows, at][:, prompts.letters]
+        optimise(step, torch.nn.functional.cross_entropy(logits, answers))
         if (step + 1) % 100 == 0 or step + 1 == len(schedule) or schedule[step + 1] != n_options:
             curve[f"recall {step + 1}"] = float(np.mean(losses[-100:]))
             print(f"recall step {step + 1} ({n_options} options): letter loss {curve[f'recall {step + 1}']:.3f} "
                   f"(chance ln {n_options} = {np.log(n_options):.3f}; {time.time() - start:.0f} s)", flush=True)
-    losses = []
+    losses.clear()
     for step in range(args.steps):
-        for group in optimizer.param_groups:
-            group["lr"] = args.lr * min(1.0, (step + 1) / 100)
-        ids, mask, positions, answers = prompts.batch(np.random.default_rng([args.seed, step]), args.batch, low, high)
-        loss = torch.nn.functional.cross_entropy(letter_logits(model, prompts, ids, mask, positions), answers)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        losses.append(loss.item())
+        ids, mask, positions, answers, _ = prompts.batch(np.random.default_rng([args.seed, step]), args.batch, low, high)
+        optimise(step, torch.nn.functional.cross_entropy(letter_logits(model, prompts, ids, mask, positions), answers))
         if (step + 1) % 100 == 0 or step + 1 == args.steps:
             curve[step + 1] = float(np.mean(losses[-100:]))
             print(f"step {step + 1}: letter loss {curve[step + 1]:.3f} (chance ln 4 = 1.386; {time.time() - start:.0f} s)",
@@ -221,12 +219,13 @@ def main():
     hits, total, by = 0, 0, {}
     with torch.no_grad():
         rng = np.random.default_rng([args.seed, 99991])
-        for _ in range(96):
-            ids, mask, positions, answers = prompts.batch(rng, 1, low, high)
-            hit = int(letter_logits(model, prompts, ids, mask, positions).argmax(-1)[0] == answers[0])
-            hits, total = hits + hit, total + 1
-            for key in (prompts.last_task, f"answer {LETTERS[int(answers[0])]}"):
-                by.setdefault(key, []).append(hit)
+        for _ in range(3):
+            ids, mask, positions, answers, tasks = prompts.batch(rng, 32, low, high)
+            right = (letter_logits(model, prompts, ids, mask, positions).argmax(-1) == answers).tolist()
+            hits, total = hits + sum(right), total + len(right)
+            for hit, answer, task in zip(right, answers.tolist(), tasks):
+                for key in (task, f"answer {LETTERS[answer]}"):
+                    by.setdefault(key, []).append(hit)
     breakdown = {key: round(float(np.mean(v)), 3) for key, v in sorted(by.items())}
     print("probe: accuracy by format and answer: " + ", ".join(f"{k} {v:.2f}" for k, v in breakdown.items()))
     result = {"question": args.question, "checkpoint": checkpoint, "scratch": args.scratch, "steps": args.steps,

@@ -54,7 +54,7 @@ def test_probe_prompts_hold_the_right_answer(probe, processor, question):
     rng = np.random.default_rng(5)
     seen_formats = set()
     for _ in range(40):
-        ids, answer = prompts.sample(rng, 4, 16)
+        ids, answer, _ = prompts.sample(rng, 4, 16)
         text = processor.decode(ids, skip_special_tokens=False)
         assert text.endswith(POST_TEXT)
         options = _options(text)
@@ -86,7 +86,7 @@ def test_probe_prompts_are_the_tasks_doc_to_text(probe, processor):
     rng = np.random.default_rng(11)
     matched = set()
     for _ in range(30):
-        ids, _ = prompts.sample(rng, 4, 16)
+        ids, _, _ = prompts.sample(rng, 4, 16)
         text = processor.decode(ids, skip_special_tokens=False)
         question = re.search(r"Which option is \w+\?", text).group(0)
         options = _options(text)
