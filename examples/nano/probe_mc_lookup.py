@@ -14,6 +14,9 @@ answer a letter, loss on the letter only. Questions (``--question``):
   question names: the content-addressed copy every multiple-choice answer needs, nothing to see.
 - ``appear``: "Which colour of framed square appears in the video?" (the mini benchmark's
   ``appear`` kind; the colour word planted in the filler is the one that "appears").
+- ``first``, ``count``, ``order``: the mini benchmark's other kinds, alone (two to four planted
+  colour words for ``first`` / ``order``, one to four for ``count``, in the order they "appear").
+- ``kinds``: all four, one at random of those the planted colour words (one to four) support.
 - ``fixed``: the ``lookup`` prompt, but the answer is a fixed function of the question's colour
   (no lookup): a positive control showing the set-up learns what a small model can learn.
 
@@ -39,13 +42,17 @@ import time
 import numpy as np
 import torch
 
+from longva_plugins.nano.minibench import KINDS
+
 LETTERS = string.ascii_uppercase[:4]
+#: Colour words planted for each question (fewest, most): as many as the kind can be asked of.
+EVENTS = {"appear": (1, 2), "first": (2, 4), "count": (1, 4), "order": (2, 4), "kinds": (1, 4)}
 
 
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", help="LongVA checkpoint (default: the shipped LongVA-nano)")
-    parser.add_argument("--question", choices=("lookup", "appear", "fixed"), default="lookup")
+    parser.add_argument("--question", choices=("lookup", "fixed") + KINDS + ("kinds",), default="lookup")
     parser.add_argument("--steps", type=int, default=1200)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--lr", type=float, default=1e-3)
@@ -55,6 +62,8 @@ def parse_args():
                         help="first train dense option recall, in phases of STEPS steps with OPTIONS options (in a "
                              "task's option format, then eight 'Which option is <colour>? <letter>' queries, loss on "
                              "every letter), e.g. 300:2,300:4")
+    parser.add_argument("--end", action="store_true",
+                        help="also train the end token after the letter (the answer format lmms-eval generates)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", help="write the losses and the accuracy here")
     parser.add_argument("--save", help="save the trained checkpoint here (to continue with --checkpoint)")
@@ -76,26 +85,31 @@ class Prompts:
         self.pre, self.post = self.tok(PRE_TEXT), self.tok(POST_TEXT)
         self.letters = [TextNeedleTask._one(processor, letter) for letter in LETTERS]
         self.pad = processor.pad_token_id
+        self.end = processor.tokenize("<|im_end|>").tolist()[0]
 
     def _question(self, rng, events: list[str]):
         from longva_plugins.nano.minibench import Question, VideoPlan, questions_for
         from longva_plugins.nano.scenes import COLOURS
 
-        if self.question == "appear":
-            return next(q for q in questions_for(rng, VideoPlan([(1, c) for c in events])) if q.kind == "appear")
+        if self.question in KINDS + ("kinds",):
+            candidates = questions_for(rng, VideoPlan([(1, c) for c in events]))
+            if self.question == "kinds":
+                return candidates[int(rng.integers(len(candidates)))]
+            return next(q for q in candidates if q.kind == self.question)
         options = [str(c) for c in rng.permutation(list(COLOURS))[:4]]
         asked = int(rng.integers(4))
         answer = asked if self.question == "lookup" else list(COLOURS).index(options[asked]) % 4
         return Question(self.question, f"Which option is {options[asked]}?", options, answer)
 
-    def sample(self, rng, low: int, high: int) -> tuple[list[int], int, str]:
-        """One prompt after ``low``..``high`` filler words with 1 or 2 colour words planted between
-        them: ``(ids, answer index, the task whose format it is in)``."""
+    def sample(self, rng, low: int, high: int) -> tuple[list[int], int, tuple[str, str]]:
+        """One prompt after ``low``..``high`` filler words with colour words planted between them (1 or
+        2; 1 to 4 for ``kinds``): ``(ids, answer index, (the task whose format it is in, question kind))``."""
         from longva_plugins.nano.minibench import TEXT_FORMATS, question_doc
         from longva_plugins.nano.scenes import COLOURS
         from longva_plugins.nano.text import FILLER
 
-        events = [str(c) for c in rng.permutation(list(COLOURS))[:int(rng.integers(1, 3))]]
+        fewest, most = EVENTS.get(self.question, (1, 2))
+        events = [str(c) for c in rng.permutation(list(COLOURS))[:int(rng.integers(fewest, most + 1))]]
         q = self._question(rng, events)
         words = [str(w) for w in rng.choice(FILLER, size=int(rng.integers(low, high + 1)))]
         for k, at in enumerate(sorted(rng.choice(len(words) + 1, size=len(events), replace=False).tolist())):
@@ -103,7 +117,7 @@ class Prompts:
         hay = self.tok(" " + " ".join(words))
         task = TEXT_FORMATS[int(rng.integers(len(TEXT_FORMATS)))]
         ids = self.pre + hay + self.tok("\n" + self.text_of[task](question_doc(task, q), self.kwargs[task])) + self.post
-        return ids, q.answer, task
+        return ids, q.answer, (task, q.kind)
 
     def recall(self, rng, n_options: int = 4, queries: int = 8) -> tuple[list[int], list[tuple[int, int]]]:
         """Dense option recall: ``n_options`` options in one task's option format, then ``queries`` questions
@@ -130,8 +144,8 @@ class Prompts:
         return ids, mask, *(torch.tensor(column) for column in zip(*where))
 
     def batch(self, rng, size: int, low: int, high: int):
-        """Left-padded ``(input_ids, attention_mask, position_ids, answer index, task formats)``: the
-        answer is read at the last position of every row."""
+        """Left-padded ``(input_ids, attention_mask, position_ids, answer index, (task format, kind) of
+        each row)``: the answer is read at the last position of every row."""
         rows = [self.sample(rng, low, high) for _ in range(size)]
         ids, mask = self._padded([row for row, _, _ in rows], left=True)
         positions = (mask.cumsum(1) - 1).clamp(min=0)
@@ -186,11 +200,12 @@ def main():
     start, losses, curve = time.time(), [], {}
     model.train()
 
-    def optimise(step: int, loss: torch.Tensor) -> None:
-        """One AdamW step on ``loss`` (100 warm-up steps, gradients clipped to norm 1) and its value logged."""
+    def optimise(step: int, loss: torch.Tensor, extra: torch.Tensor | None = None) -> None:
+        """One AdamW step on ``loss`` (+ ``extra``, not logged; 100 warm-up steps, gradients clipped to
+        norm 1) and the value of ``loss`` logged."""
         for group in optimizer.param_groups:
             group["lr"] = args.lr * min(1.0, (step + 1) / 100)
-        loss.backward()
+        (loss if extra is None else loss + extra).backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -210,7 +225,15 @@ def main():
     losses.clear()
     for step in range(args.steps):
         ids, mask, positions, answers, _ = prompts.batch(np.random.default_rng([args.seed, step]), args.batch, low, high)
-        optimise(step, torch.nn.functional.cross_entropy(letter_logits(model, prompts, ids, mask, positions), answers))
+        if not args.end:
+            optimise(step, torch.nn.functional.cross_entropy(letter_logits(model, prompts, ids, mask, positions), answers))
+        else:  # the right letter appended: its loss, and the end token's after it (the answer format)
+            letters = torch.tensor(prompts.letters)[answers][:, None]
+            logits = model(input_ids=torch.cat([ids, letters], 1), attention_mask=torch.cat([mask, mask[:, -1:]], 1),
+                           position_ids=torch.cat([positions, positions[:, -1:] + 1], 1)).logits
+            end = torch.full_like(answers, prompts.end)
+            optimise(step, torch.nn.functional.cross_entropy(logits[:, -2, prompts.letters], answers),
+                     torch.nn.functional.cross_entropy(logits[:, -1], end))
         if (step + 1) % 100 == 0 or step + 1 == args.steps:
             curve[step + 1] = float(np.mean(losses[-100:]))
             print(f"step {step + 1}: letter loss {curve[step + 1]:.3f} (chance ln 4 = 1.386; {time.time() - start:.0f} s)",
@@ -223,13 +246,13 @@ def main():
             ids, mask, positions, answers, tasks = prompts.batch(rng, 32, low, high)
             right = (letter_logits(model, prompts, ids, mask, positions).argmax(-1) == answers).tolist()
             hits, total = hits + sum(right), total + len(right)
-            for hit, answer, task in zip(right, answers.tolist(), tasks):
-                for key in (task, f"answer {LETTERS[answer]}"):
+            for hit, answer, (task, kind) in zip(right, answers.tolist(), tasks):
+                for key in (task, f"answer {LETTERS[answer]}") + ((f"kind {kind}",) if args.question == "kinds" else ()):
                     by.setdefault(key, []).append(hit)
     breakdown = {key: round(float(np.mean(v)), 3) for key, v in sorted(by.items())}
     print("probe: accuracy by format and answer: " + ", ".join(f"{k} {v:.2f}" for k, v in breakdown.items()))
     result = {"question": args.question, "checkpoint": checkpoint, "scratch": args.scratch, "steps": args.steps,
-              "batch": args.batch, "lr": args.lr, "recall": args.recall, "haystack": args.haystack, "loss": curve,
+              "batch": args.batch, "lr": args.lr, "recall": args.recall, "end": args.end, "haystack": args.haystack, "loss": curve,
               "accuracy": hits / total, "breakdown": breakdown, "seconds": round(time.time() - start, 1)}
     print(f"probe: {args.question} letter accuracy {hits / total:.2f} on {total} unseen prompts (chance 0.25)")
     if args.save:

@@ -75,6 +75,34 @@ def test_probe_prompts_hold_the_right_answer(probe, processor, question):
     assert prompts.letters == [processor.tokenize(c).tolist()[0] for c in "ABCD"]
 
 
+@pytest.mark.parametrize("question", ["kinds", "first", "count", "order"])
+def test_probe_kinds_prompts_hold_the_right_answer(probe, processor, question):
+    """``--question kinds`` (or one kind alone): each of the mini benchmark's four kinds, its answer
+    read off the colour words planted before the prompt (in the order they "appear")."""
+    prompts = probe.Prompts(processor, question)
+    rng = np.random.default_rng(8)
+    kinds = set()
+    for _ in range(80):
+        ids, answer, (task, kind) = prompts.sample(rng, 4, 16)
+        text = processor.decode(ids, skip_special_tokens=False)
+        hay, _ = re.split(r"\n(?=(?:Select|Carefully watch|Question:|In which|Which|How many))", text, maxsplit=1)
+        planted = [w for w in re.findall(r"\w+", hay.split("<|im_start|>user")[1]) if w in COLOURS]
+        assert 1 <= len(planted) <= 4 and len(set(planted)) == len(planted)
+        options, letter = _options(text), "ABCD"[answer]
+        assert sorted(options) == list("ABCD") and task in ("longva_videomme", "longva_videomme_paper", "longva_mlvu_dev")
+        kinds.add(kind)
+        if kind == "appear":
+            assert options[letter] in planted and not (set(options.values()) - {options[letter]}) & set(planted)
+        elif kind == "first":
+            assert options[letter] == planted[0]
+        elif kind == "count":
+            assert options == {"A": "1", "B": "2", "C": "3", "D": "4"} and options[letter] == str(len(planted))
+        else:
+            a, b = options[letter].split(", then ")
+            assert kind == "order" and planted.index(a) < planted.index(b)
+    assert kinds == ({"appear", "first", "count", "order"} if question == "kinds" else {question})
+
+
 def test_probe_prompts_are_the_tasks_doc_to_text(probe, processor):
     """The text after the haystack is exactly a task's ``doc_to_text`` of the question (no template
     of the probe's own), in each of the three formats."""
@@ -107,13 +135,16 @@ def test_probe_prompts_are_the_tasks_doc_to_text(probe, processor):
     assert matched == {"longva_videomme", "longva_videomme_paper", "longva_mlvu_dev"}
 
 
-def test_probe_runs_and_writes_its_measurement(tmp_path):
+@pytest.mark.parametrize("extra", [[], ["--end", "--question", "kinds"]])
+def test_probe_runs_and_writes_its_measurement(tmp_path, extra):
     out = tmp_path / "probe.json"
     run = subprocess.run([sys.executable, str(SCRIPT), "--steps", "3", "--batch", "4", "--question", "fixed",
-                          "--json", str(out)], capture_output=True, text=True, timeout=600, check=False)
+                          "--json", str(out)] + extra, capture_output=True, text=True, timeout=600, check=False)
     assert run.returncode == 0, run.stderr[-2000:]
     result = json.loads(out.read_text())
-    assert result["steps"] == 3 and result["question"] == "fixed" and set(result["loss"]) == {"3"}
+    assert result["steps"] == 3 and set(result["loss"]) == {"3"} and result["end"] == bool(extra)
+    assert result["question"] == ("kinds" if extra else "fixed")
+    assert bool(extra) == any(key.startswith("kind ") for key in result["breakdown"])
     assert 0.0 <= result["accuracy"] <= 1.0 and "letter accuracy" in run.stdout
 
 
