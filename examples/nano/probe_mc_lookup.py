@@ -85,7 +85,7 @@ class Prompts:
         self.pre, self.post = self.tok(PRE_TEXT), self.tok(POST_TEXT)
         self.letters = [TextNeedleTask._one(processor, letter) for letter in LETTERS]
         self.pad = processor.pad_token_id
-        self.end = processor.tokenize("<|im_end|>").tolist()[0]
+        self.end = TextNeedleTask._one(processor, "<|im_end|>")
 
     def _question(self, rng, events: list[str]):
         from longva_plugins.nano.minibench import Question, VideoPlan, questions_for
@@ -102,8 +102,9 @@ class Prompts:
         return Question(self.question, f"Which option is {options[asked]}?", options, answer)
 
     def sample(self, rng, low: int, high: int) -> tuple[list[int], int, tuple[str, str]]:
-        """One prompt after ``low``..``high`` filler words with colour words planted between them (1 or
-        2; 1 to 4 for ``kinds``): ``(ids, answer index, (the task whose format it is in, question kind))``."""
+        """One prompt after ``low``..``high`` filler words with colour words planted between them (as
+        many as :data:`EVENTS` gives the question; 1 or 2 for ``lookup`` / ``fixed``): ``(ids, answer
+        index, (the task whose format it is in, question kind))``."""
         from longva_plugins.nano.minibench import TEXT_FORMATS, question_doc
         from longva_plugins.nano.scenes import COLOURS
         from longva_plugins.nano.text import FILLER
@@ -168,6 +169,18 @@ def letter_logits(model, prompts: Prompts, ids, mask, positions):
     return logits[:, prompts.letters]
 
 
+def answer_losses(model, prompts: Prompts, ids, mask, positions, answers, end: bool):
+    """``(letter loss, None)``; with ``end``, the right letter appended and ``(its loss, the end
+    token's loss after it)`` -- the answer format lmms-eval generates."""
+    if not end:
+        return torch.nn.functional.cross_entropy(letter_logits(model, prompts, ids, mask, positions), answers), None
+    letters = torch.tensor(prompts.letters)[answers][:, None]
+    logits = model(input_ids=torch.cat([ids, letters], 1), attention_mask=torch.cat([mask, mask[:, -1:]], 1),
+                   position_ids=torch.cat([positions, positions[:, -1:] + 1], 1)).logits
+    return (torch.nn.functional.cross_entropy(logits[:, -2, prompts.letters], answers),
+            torch.nn.functional.cross_entropy(logits[:, -1], torch.full_like(answers, prompts.end)))
+
+
 def main():
     args = parse_args()
     from longva_plugins.fileio import atomic_write_text
@@ -225,15 +238,7 @@ def main():
     losses.clear()
     for step in range(args.steps):
         ids, mask, positions, answers, _ = prompts.batch(np.random.default_rng([args.seed, step]), args.batch, low, high)
-        if not args.end:
-            optimise(step, torch.nn.functional.cross_entropy(letter_logits(model, prompts, ids, mask, positions), answers))
-        else:  # the right letter appended: its loss, and the end token's after it (the answer format)
-            letters = torch.tensor(prompts.letters)[answers][:, None]
-            logits = model(input_ids=torch.cat([ids, letters], 1), attention_mask=torch.cat([mask, mask[:, -1:]], 1),
-                           position_ids=torch.cat([positions, positions[:, -1:] + 1], 1)).logits
-            end = torch.full_like(answers, prompts.end)
-            optimise(step, torch.nn.functional.cross_entropy(logits[:, -2, prompts.letters], answers),
-                     torch.nn.functional.cross_entropy(logits[:, -1], end))
+        optimise(step, *answer_losses(model, prompts, ids, mask, positions, answers, args.end))
         if (step + 1) % 100 == 0 or step + 1 == args.steps:
             curve[step + 1] = float(np.mean(losses[-100:]))
             print(f"step {step + 1}: letter loss {curve[step + 1]:.3f} (chance ln 4 = 1.386; {time.time() - start:.0f} s)",
