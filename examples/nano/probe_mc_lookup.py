@@ -45,14 +45,16 @@ import torch
 from longva_plugins.nano.minibench import KINDS
 
 LETTERS = string.ascii_uppercase[:4]
-#: Colour words planted for each question (fewest, most): as many as the kind can be asked of.
-EVENTS = {"appear": (1, 2), "first": (2, 4), "count": (1, 4), "order": (2, 4), "kinds": (1, 4)}
+#: Colour words planted for each ``--question`` (fewest, most): as many as the kind can be asked of.
+EVENTS = {"lookup": (1, 2), "fixed": (1, 2), "appear": (1, 2), "first": (2, 4), "count": (1, 4), "order": (2, 4),
+          "kinds": (1, 4)}
+assert set(EVENTS) == {"lookup", "fixed", "kinds", *KINDS}
 
 
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", help="LongVA checkpoint (default: the shipped LongVA-nano)")
-    parser.add_argument("--question", choices=("lookup", "fixed") + KINDS + ("kinds",), default="lookup")
+    parser.add_argument("--question", choices=tuple(EVENTS), default="lookup")
     parser.add_argument("--steps", type=int, default=1200)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--lr", type=float, default=1e-3)
@@ -91,7 +93,7 @@ class Prompts:
         from longva_plugins.nano.minibench import Question, VideoPlan, questions_for
         from longva_plugins.nano.scenes import COLOURS
 
-        if self.question in KINDS + ("kinds",):
+        if self.question not in ("lookup", "fixed"):
             candidates = questions_for(rng, VideoPlan([(1, c) for c in events]))
             if self.question == "kinds":
                 return candidates[int(rng.integers(len(candidates)))]
@@ -103,13 +105,13 @@ class Prompts:
 
     def sample(self, rng, low: int, high: int) -> tuple[list[int], int, tuple[str, str]]:
         """One prompt after ``low``..``high`` filler words with colour words planted between them (as
-        many as :data:`EVENTS` gives the question; 1 or 2 for ``lookup`` / ``fixed``): ``(ids, answer
+        many as :data:`EVENTS` gives the question): ``(ids, answer
         index, (the task whose format it is in, question kind))``."""
         from longva_plugins.nano.minibench import TEXT_FORMATS, question_doc
         from longva_plugins.nano.scenes import COLOURS
         from longva_plugins.nano.text import FILLER
 
-        fewest, most = EVENTS.get(self.question, (1, 2))
+        fewest, most = EVENTS[self.question]
         events = [str(c) for c in rng.permutation(list(COLOURS))[:int(rng.integers(fewest, most + 1))]]
         q = self._question(rng, events)
         words = [str(w) for w in rng.choice(FILLER, size=int(rng.integers(low, high + 1)))]
