@@ -73,12 +73,13 @@ def test_sharded_kv_cache_over_two_ranks_equals_one_process(tmp_path):
         for got, want in zip(rec["chunks"] + [rec["continued"]] + rec["decode"],
                              reference["chunks"] + [reference["continued"]] + reference["decode"]):
             torch.testing.assert_close(got, want, atol=1e-10, rtol=0)
-        # 20 + 21 + 4 tokens at the end: chunks of 21 and 1 are kept by whichever rank holds fewer
+        # 20 + 21 + 4 tokens at the end, each forward's tokens split so the shares end even
         assert sum(rec["stored"]) == 45 and rec["local_len"] == rec["stored"][rank]
         assert rec["stored"] == records[0]["stored"]
-    # after the prefill (7, 7, 7, 7, 2 tokens alternately kept) and the crop to 20: 13 + 7
-    # tokens, then 21 go to rank 1 and the 4 decoded tokens to rank 0: 17 / 28
-    assert records[0]["stored"] == [17, 28]
+    # the prefill's chunks split 4/3, 3/4, 4/3, 3/4, 1/1 (ranks 0/1: tokens 0-3, 7-9, 14-17, 21-23,
+    # 28 on rank 0); cropped to 20: 11 / 9; the 21 new tokens 10 / 11; the 4 decoded ones
+    # alternately, the rank holding fewer first: 23 / 22
+    assert records[0]["stored"] == [23, 22]
 
 
 def test_sharded_kv_name_is_plain_causal_attention_in_one_process():
@@ -111,3 +112,51 @@ def test_growing_cache_with_a_capacity_allocates_each_layer_once():
     k = torch.randn(1, 2, 60, 4)  # past the capacity: it grows
     cache.update(k, k, 0)
     assert cache.get_seq_length() == 65 and cache.layers[0]._buffers[0].shape[-2] >= 65
+
+
+def test_split_new_tokens_evens_the_shares():
+    """Water-filling: the ranks holding fewest take the new tokens; the largest share after is the
+    smallest possible, and lower ranks take the remainder."""
+    import random
+
+    from longva_plugins.attention.sharded_kv import split_new_tokens
+
+    assert split_new_tokens([0, 0], 7) == [4, 3]
+    assert split_new_tokens([10, 4], 3) == [0, 3]
+    assert split_new_tokens([10, 4], 9) == [2, 7]  # 12 / 11: the lower rank takes the odd one
+    assert split_new_tokens([5, 5, 5], 1) == [1, 0, 0]
+    rng = random.Random(0)
+    for _ in range(500):
+        held = [rng.randrange(0, 50) for _ in range(rng.randrange(1, 5))]
+        new = rng.randrange(0, 120)
+        counts = split_new_tokens(held, new)
+        assert sum(counts) == new and min(counts) >= 0
+        after = [h + c for h, c in zip(held, counts)]
+        # no split does better: the largest share is max(largest held, ceil(all tokens / ranks))
+        assert max(after) == max(max(held), -(-(sum(held) + new) // len(held)))
+        if max(held) - min(held) <= 1:  # shares even before: even after
+            assert max(after) - min(after) <= 1
+
+
+def test_growing_layer_keeps_a_range_of_the_new_tokens():
+    """``put(keep=(first, stop))``: the attention of that forward reads every new token; afterwards
+    the layer holds exactly the kept ones after the stored ones, in a buffer allocated once."""
+    from longva_plugins.attention.sharded_kv import GrowingLayer
+
+    layer, kept = GrowingLayer(capacity=40), []
+    buffer = None
+    for new, keep in ((6, (0, 3)), (8, (5, 8)), (4, False), (10, (2, 7)), (5, True), (3, (3, 3))):
+        k = torch.randn(1, 2, new, 4)
+        keys, values = layer.put(k, -k, keep=keep)
+        assert torch.equal(keys[..., -new:, :], k) and torch.equal(values[..., -new:, :], -k)
+        first, stop = ((0, new) if keep else (0, 0)) if isinstance(keep, bool) else keep
+        kept.append(k[..., first:stop, :])
+        want = torch.cat(kept, dim=-2)
+        assert layer.get_seq_length() == want.shape[-2]
+        assert torch.equal(layer.keys, want) and torch.equal(layer.values, -want)
+        buffer = buffer or layer._buffers[0].data_ptr()
+        assert layer._buffers[0].data_ptr() == buffer and layer._buffers[0].shape[-2] == 40
+    layer.crop(5)
+    assert torch.equal(layer.keys, torch.cat(kept, dim=-2)[..., :5, :])
+    with pytest.raises(ValueError, match="not a range"):
+        layer.put(torch.randn(1, 2, 3, 4), torch.randn(1, 2, 3, 4), keep=(2, 5))

@@ -292,16 +292,44 @@ SP_CELLS = [(4, 0.0, 0), (4, 0.5, 1), (8, 0.25, 0), (8, 1.0, 1)]
 def _sequence_parallel_worker(rank, out_dir):
     import json
 
+    import torch.distributed as dist
+
     from longva_plugins.attention import SHARDED_KV
     from longva_plugins.models.longva import LongVAProcessor, ensure_tiny_checkpoint
 
     path = ensure_tiny_checkpoint()
     model = LongVAForCausalLM.from_pretrained(path, attn_implementation=SHARDED_KV)
     scorer = _scorer((model, LongVAProcessor.from_pretrained(path)), Path(out_dir) / f"cache{rank}")
-    records = [scorer.score(*cell) for cell in sorted(SP_CELLS, key=lambda c: insertion_index(c[1], c[0]))]
-    stored = scorer._prefix_cache.stored()
+    scorer.reserve(max(c[0] for c in SP_CELLS))  # as the adapter does before a grid
+    collective = []  # numel of every all-gather / all-reduce while scoring: only metadata may travel so
+    real = {name: getattr(dist, name) for name in ("all_gather", "all_reduce")}
+
+    def recording(name):
+        def call(*args, **kwargs):
+            tensor = args[1] if name == "all_gather" else args[0]
+            collective.append(tensor.numel())
+            return real[name](*args, **kwargs)
+        return call
+
+    for name in real:
+        setattr(dist, name, recording(name))
+    records, shares, buffers, exchange = [], [], set(), set()
+    try:
+        for cell in sorted(SP_CELLS, key=lambda c: insertion_index(c[1], c[0])):
+            records.append(scorer.score(*cell))
+            cache = scorer._prefix_cache
+            shares.append([cache.stored(r) for r in range(cache.world)] + [cache.get_seq_length()])
+            buffers |= {(i, layer._buffers[0].data_ptr(), layer._buffers[0].shape[-2]) for i, layer in enumerate(cache.layers)}
+            exchange |= {(str(key), buffer.data_ptr()) for key, buffer in cache.exchange._buffers.items()}
+    finally:
+        for name, function in real.items():
+            setattr(dist, name, function)
     with open(Path(out_dir) / f"sp{rank}.json", "w") as handle:
-        json.dump({"records": records, "stored": stored, "total": scorer._prefix_cache.get_seq_length()}, handle)
+        json.dump({"records": records, "stored": scorer._prefix_cache.stored(), "shares": shares,
+                   "total": scorer._prefix_cache.get_seq_length(), "buffers": sorted(buffers),
+                   "capacity": scorer.capacity, "chunk": scorer.forward_tokens(),
+                   "layers": len(scorer._prefix_cache.layers), "collective": max(collective, default=0),
+                   "exchange": sorted(exchange)}, handle)
 
 
 @pytest.mark.distributed
@@ -325,3 +353,19 @@ def test_sequence_parallel_cells_equal_one_process(tiny, tmp_path):
             assert abs(record["nll_mean"] - want["nll_mean"]) <= 1e-3 * max(1.0, abs(want["nll_mean"]))
     assert results[0]["total"] == results[1]["total"]
     assert 0 < results[0]["stored"] < results[0]["total"] and results[0]["stored"] + results[1]["stored"] == results[0]["total"]
+    # the cause of issue 37, guarded: each rank stores at most its share of a cell's tokens plus
+    # one forward's, and allocates every layer once, for its share of the longest cell plus one
+    # forward (a chunk kept by one rank, or new tokens written past a full buffer, reallocated
+    # them and left the freed buffers in the heap) ...
+    chunk, capacity = results[0]["chunk"], results[0]["capacity"]
+    assert results[0]["shares"] == results[1]["shares"]
+    for *stored, total in results[0]["shares"]:
+        assert sum(stored) == total and max(stored) <= -(-total // 2) + chunk
+    for result in results:
+        assert len(result["buffers"]) == result["layers"], "a layer's buffers were reallocated"
+        assert all(length == -(-capacity // 2) + chunk for _, _, length in result["buffers"])
+        # ... and the partial attentions travel point to point in buffers allocated once per cache,
+        # never through a collective that allocates its own per call (gloo's all-gather and
+        # all-reduce of them left tens of MiB of freed blocks in every rank's heap)
+        assert result["collective"] <= 16
+        assert result["exchange"] and len({key for key, _ in result["exchange"]}) == len(result["exchange"])

@@ -124,10 +124,10 @@ def key_padding_mask(batch_size: int, q_length: int, kv_length: int, q_offset: i
     return None if bool(padding.all()) else padding
 
 
-def _sharded_kv_cache(config, capacity: int = 0):
+def _sharded_kv_cache(config, capacity: int = 0, chunk: int = 0):
     from longva_plugins.attention.sharded_kv import ShardedKVCache
 
-    return ShardedKVCache(group=get_sequence_parallel_group(), config=config, capacity=capacity)
+    return ShardedKVCache(group=get_sequence_parallel_group(), config=config, capacity=capacity, chunk=chunk)
 
 
 def register() -> None:

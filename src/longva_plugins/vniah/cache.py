@@ -98,15 +98,19 @@ class EmbeddingCache:
         """Embeddings ``(len(indices), T, D)``; ``compute(missing_indices) -> (m, T, D)`` fills gaps."""
         paths = [self.path(fingerprint, preprocessing, source, i) for i in indices]
         found: dict[int, torch.Tensor] = {}
+        loaded: dict[int, torch.Tensor] = {}
         for pos, path in enumerate(paths):
             if path in self._memory:
                 found[pos] = self._memory[path]
             elif path.is_file():
                 try:
-                    found[pos] = torch.load(path, map_location="cpu", weights_only=True)
-                    self._remember(path, found[pos])
+                    loaded[pos] = torch.load(path, map_location="cpu", weights_only=True)
                 except Exception:  # unreadable entry (e.g. foreign file): recompute it
                     pass
+        if loaded:  # kept as rows of one block: many small long-lived tensors would pin freed heap between them
+            for (pos, _), row in zip(loaded.items(), torch.stack(list(loaded.values()))):
+                found[pos] = row
+                self._remember(paths[pos], row)
         missing = [pos for pos in range(len(indices)) if pos not in found]
         self.hits += len(found)
         self.misses += len(missing)

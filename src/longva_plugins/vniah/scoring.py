@@ -150,10 +150,21 @@ class VNIAHScorer:
         buffers left in the heap). A cache already allocated smaller grows as needed."""
         self.capacity = max(self.capacity, self.cell_tokens(num_frames))
 
+    def _frames_per_chunk(self) -> int:
+        """Haystack frames per prefill forward: as many whole frames as fit a prefill chunk, at least one."""
+        return max(1, (self.prefill_chunk_size or DEFAULT_PREFILL_CHUNK) // self.model.config.tokens_per_frame)
+
+    def forward_tokens(self) -> int:
+        """The most tokens one forward of the grid appends to the KV cache: a prefill chunk of
+        frames, the needle, or the question with the answer."""
+        text = max(len(self.processor.tokenize(n.question)) + len(self.processor.tokenize(n.answer))
+                   for n in self.needles) + len(self.processor.tokenize(POST_TEXT))
+        return max(self._frames_per_chunk() * self.model.config.tokens_per_frame, text,
+                   len(self.processor.tokenize(PRE_TEXT)))
+
     def _prefill_frames(self, cache, start: int, end: int) -> None:
         """Append haystack frames ``start .. end-1`` to ``cache``, a prefill chunk at a time."""
-        tokens = self.model.config.tokens_per_frame
-        step = max(1, (self.prefill_chunk_size or DEFAULT_PREFILL_CHUNK) // tokens)  # frames per prefill chunk
+        step = self._frames_per_chunk()
         for first in range(start, end, step):
             last = min(end, first + step)
             frames = self.haystack_range(first, last).reshape(1, -1, self.model.config.hidden_size)  # (1, m*T, D)
@@ -165,8 +176,11 @@ class VNIAHScorer:
         tokens = self.model.config.tokens_per_frame
         if self._prefix_cache is None:
             pre = self._embed_text(PRE_TEXT)
+            # a cache split over ranks also holds one forward's new tokens beside each rank's share
+            chunk = self.forward_tokens() if self.model.uses_sharded_kv() else 0
+            cache = self.model.new_cache(self.capacity, chunk=chunk)
             self._prefix_cache = self.model.prefill(pre, chunk_size=self.prefill_chunk_size,
-                                                    past_key_values=self.model.new_cache(self.capacity)).past_key_values
+                                                    past_key_values=cache).past_key_values
             self._prefix_pre_len, self._prefix_frames = pre.shape[1], 0
         self._tail = None
         crop_to(self._prefix_cache, self._prefix_pre_len + min(idx, self._prefix_frames) * tokens)

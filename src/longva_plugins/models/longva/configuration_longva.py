@@ -81,7 +81,10 @@ class LongVAConfig(Qwen2Config):
 
     Args:
         vision_config (`dict` or `CLIPVisionConfig`, *optional*):
-            The CLIP vision tower. Defaults to the known config of ``mm_vision_tower``.
+            The CLIP vision tower. Defaults to the known config of ``mm_vision_tower`` when its width
+            is ``mm_hidden_size``; otherwise ``None`` until :meth:`resolve_vision_config` reads the
+            checkpoint folder's ``vision_tower_config.json`` (``from_pretrained`` of this class and
+            of the model do; ``AutoConfig`` reads config.json alone).
         mm_vision_tower (`str`): name of the CLIP tower (its weights live in the checkpoint).
         mm_hidden_size (`int`): width of the CLIP features (1024 for ViT-L/14).
         mm_projector_type (`str`): ``"mlp2x_gelu"`` (Linear, exact GELU, Linear) or ``"linear"``.
@@ -102,11 +105,19 @@ class LongVAConfig(Qwen2Config):
         super().__init__(**kwargs)
         if self.image_grid_pinpoints is None:
             self.image_grid_pinpoints = unires_pinpoints()
-        if vision_config is None:
-            vision_config = known_vision_config(self.mm_vision_tower)
         if isinstance(vision_config, dict):
             vision_config = CLIPVisionConfig(**vision_config)
+        if vision_config is None:
+            # None until the checkpoint folder's vision_tower_config.json is read (AutoConfig hands
+            # this class config.json alone): a tower of another width than the known one, or unknown
+            known = KNOWN_VISION_TOWERS.get(_known_name(self.mm_vision_tower))
+            if known is not None and known["hidden_size"] == self.mm_hidden_size:
+                vision_config = CLIPVisionConfig(**known)
         self.vision_config = vision_config
+        if self.vision_config is not None:
+            self._check_vision_width()
+
+    def _check_vision_width(self) -> None:
         if self.vision_config.hidden_size != self.mm_hidden_size:
             raise CheckpointError(
                 f"mm_hidden_size is {self.mm_hidden_size} but the vision tower "
@@ -114,11 +125,24 @@ class LongVAConfig(Qwen2Config):
                 f"ship a matching {VISION_CONFIG_NAME} in the checkpoint folder."
             )
 
+    def resolve_vision_config(self, folder=None) -> CLIPVisionConfig:
+        """The vision tower's config: the one held, else ``folder``'s ``vision_tower_config.json``,
+        else the known config of ``mm_vision_tower`` (a clear error when none applies)."""
+        if self.vision_config is None:
+            vision_file = Path(os.fspath(folder)) / VISION_CONFIG_NAME if folder is not None else None
+            if vision_file is not None and vision_file.is_file():
+                self.vision_config = CLIPVisionConfig(**_read_vision_file(vision_file))
+            else:
+                self.vision_config = known_vision_config(self.mm_vision_tower)
+            self._check_vision_width()
+        return self.vision_config
+
     # ------------------------------------------------------------------ derived values
     @property
     def vision_grid(self) -> int:
         """Patches per side of one 336 px frame (24 for ViT-L/14-336)."""
-        return self.vision_config.image_size // self.vision_config.patch_size
+        vision = self.resolve_vision_config()
+        return vision.image_size // vision.patch_size
 
     @property
     def tokens_per_frame(self) -> int:
@@ -132,17 +156,14 @@ class LongVAConfig(Qwen2Config):
         config_dict, kwargs = cls.get_config_dict(pretrained_model_name_or_path, **kwargs)
         vision_file = Path(os.fspath(pretrained_model_name_or_path)) / VISION_CONFIG_NAME
         if vision_file.is_file():
-            try:
-                config_dict["vision_config"] = json.loads(vision_file.read_text())
-            except json.JSONDecodeError as exc:
-                raise CheckpointError(f"{vision_file} is not valid JSON ({exc}).") from exc
+            config_dict["vision_config"] = _read_vision_file(vision_file)
         # Both `llava_qwen` and `qwen2` (the hub copy of LongVA-7B) describe this model.
         config_dict["model_type"] = cls.model_type
         return cls.from_dict(config_dict, **kwargs)
 
     def to_dict(self):
         output = super().to_dict()
-        output.pop("vision_config", None)
+        output.pop("vision_config", None)  # vision_tower_config.json holds it (the reference reads config.json)
         # The reference reads rope_theta at top level (transformers 4.40 layout).
         rope = output.get("rope_parameters") or {}
         if "rope_theta" in rope:
@@ -154,15 +175,30 @@ class LongVAConfig(Qwen2Config):
     def save_pretrained(self, save_directory, push_to_hub: bool = False, **kwargs):
         super().save_pretrained(save_directory, push_to_hub=push_to_hub, **kwargs)
         path = Path(save_directory) / VISION_CONFIG_NAME
-        data = self.vision_config.to_dict()
+        data = self.resolve_vision_config().to_dict()
         atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def _known_name(name: str) -> str | None:
+    """The key of :data:`KNOWN_VISION_TOWERS` that ``name`` (a hub id or a path ending in it) names."""
+    for known in KNOWN_VISION_TOWERS:
+        if name == known or str(name).rstrip("/").endswith(known.split("/")[-1]):
+            return known
+    return None
+
+
+def _read_vision_file(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{path} is not valid JSON ({exc}).") from exc
 
 
 def known_vision_config(name: str) -> CLIPVisionConfig:
     """The CLIP config of a known tower name (a hub id or a path ending in it)."""
-    for known, values in KNOWN_VISION_TOWERS.items():
-        if name == known or str(name).rstrip("/").endswith(known.split("/")[-1]):
-            return CLIPVisionConfig(**values)
+    known = _known_name(name)
+    if known is not None:
+        return CLIPVisionConfig(**KNOWN_VISION_TOWERS[known])
     raise CheckpointError(
         f"unknown vision tower {name!r} and no {VISION_CONFIG_NAME} in the checkpoint folder: "
         f"add {VISION_CONFIG_NAME} (a CLIPVisionConfig) next to config.json. Known towers: "

@@ -14,9 +14,12 @@ from pathlib import Path
 
 import torch
 from transformers import PreTrainedModel
+from transformers.utils import logging
 
 from longva_plugins.errors import CheckpointError
-from longva_plugins.models.longva.configuration_longva import LongVAConfig
+from longva_plugins.models.longva.configuration_longva import VISION_CONFIG_NAME, LongVAConfig
+
+logger = logging.get_logger(__name__)
 
 #: Keys the reference may carry that UniRes never uses.
 IGNORED_UNEXPECTED = ("model.image_newline",)
@@ -116,8 +119,11 @@ def load_pretrained(cls, pretrained_model_name_or_path, *args, config=None, torc
     local = Path(source)
     if local.exists():
         check_checkpoint_files(local)
+    hub = {k: kwargs[k] for k in ("revision", "token", "cache_dir") if k in kwargs}
     if config is None:
-        config = LongVAConfig.from_pretrained(source, **{k: kwargs[k] for k in ("revision", "token", "cache_dir") if k in kwargs})
+        config = LongVAConfig.from_pretrained(source, **hub)
+    elif getattr(config, "vision_config", "") is None:  # from AutoConfig: config.json alone was read
+        config.resolve_vision_config(_checkpoint_folder(source, VISION_CONFIG_NAME, hub))
     if attn_implementation is not None:
         config._attn_implementation = attn_implementation
     resolved = resolve_dtype(torch_dtype if torch_dtype is not None else dtype, device_map)
@@ -165,7 +171,34 @@ def load_pretrained(cls, pretrained_model_name_or_path, *args, config=None, torc
     if problems:
         raise CheckpointError(f"{source} does not match the LongVA model described by its config.json: " + "; ".join(problems))
     model.eval()
+    model.valid_vocab_size = checkpoint_vocabulary_size(source, hub)
     return model
 
 
-__all__ = ["CHECKPOINT_JSON", "check_checkpoint_files", "check_checkpoint_json", "default_dtype", "load_pretrained", "resolve_dtype"]
+def _checkpoint_folder(source: str, filename: str, hub: dict):
+    """The local folder holding ``filename`` of ``source`` (a folder, or a hub id whose file is
+    fetched into the cache); ``None`` when it has no such file."""
+    if Path(source).is_dir():
+        return source if (Path(source) / filename).is_file() else None
+    from transformers.utils import cached_file
+
+    path = cached_file(source, filename, _raise_exceptions_for_missing_entries=False, **hub)
+    return None if path is None else str(Path(path).parent)
+
+
+def checkpoint_vocabulary_size(source: str, hub: dict | None = None) -> int | None:
+    """``len(tokenizer)`` of the tokenizer shipped with the checkpoint: the ids a model may predict
+    (the embedding matrix has padding rows past it); ``None`` when the checkpoint has no tokenizer."""
+    hub = hub or {}
+    if _checkpoint_folder(source, "tokenizer_config.json", hub) is None:
+        return None
+    from transformers import AutoTokenizer
+
+    try:
+        return len(AutoTokenizer.from_pretrained(source, **hub))
+    except (OSError, ValueError) as exc:  # a tokenizer this environment cannot build: no guard
+        logger.warning("%s: the tokenizer could not be loaded (%s); every vocabulary id may be predicted", source, exc)
+        return None
+
+
+__all__ = ["CHECKPOINT_JSON", "check_checkpoint_files", "checkpoint_vocabulary_size", "check_checkpoint_json", "default_dtype", "load_pretrained", "resolve_dtype"]

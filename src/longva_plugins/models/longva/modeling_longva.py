@@ -60,7 +60,7 @@ class LongVAVisionTower(nn.Module):
 
     def __init__(self, config: LongVAConfig):
         super().__init__()
-        self.vision_tower = CLIPVisionModel(config.vision_config)
+        self.vision_tower = CLIPVisionModel(config.resolve_vision_config())
         self.select_layer = config.mm_vision_select_layer
         self.select_feature = config.mm_vision_select_feature
 
@@ -138,9 +138,79 @@ class LongVAForCausalLM(Qwen2ForCausalLM, GenerationMixin):
         super().__init__(config)
         self.model.vision_tower = LongVAVisionTower(config)
         self.model.mm_projector = LongVAProjector(config)
-        #: argmax and generation ignore ids >= this (the tokenizer's length); None = all.
+        #: argmax and generation ignore ids >= this (the tokenizer's length, set at load); None = all.
         self.valid_vocab_size: int | None = None
         self.post_init()
+
+    @property
+    def image_token_id(self) -> int | None:
+        """The placeholder id of visual tokens in ``input_ids`` (the processor's ``image_token_id``:
+        the first id past the tokenizer, i.e. :attr:`valid_vocab_size`)."""
+        return self.valid_vocab_size
+
+    # ------------------------------------------------------------------ transformers' standard forward
+    def forward(self, input_ids=None, attention_mask=None, position_ids=None, inputs_embeds=None, labels=None,
+                logits_to_keep=0, pixel_values=None, image_grids=None, pixel_values_videos=None, video_grids=None,
+                **kwargs):
+        """Qwen2's forward, plus the visuals of ``processor(text=..., images=... | videos=...)``:
+        ``pixel_values`` (UniRes tiles, base thumbnail first per image) with ``image_grids``
+        (tiles high x wide per image), or ``pixel_values_videos`` with ``video_grids`` (frames per
+        video). They are encoded and put in place of the :attr:`image_token_id` positions of
+        ``input_ids``, in order; ``labels`` at those positions are ignored (-100). ``generate``
+        passes them at the prefill only (transformers drops these inputs at decode steps)."""
+        if pixel_values is not None or pixel_values_videos is not None:
+            if input_ids is None or inputs_embeds is not None:
+                raise InputMismatchError("visual inputs go with input_ids holding their placeholder tokens "
+                                         "(processor(...)), not with inputs_embeds")
+            mask = input_ids == self._placeholder_id()
+            features = self._encode_visuals(pixel_values, image_grids, pixel_values_videos, video_grids)
+            if int(mask.sum()) != features.shape[0]:
+                raise InputMismatchError(
+                    f"input_ids hold {int(mask.sum())} visual placeholder tokens but the visuals give "
+                    f"{features.shape[0]} tokens: build the inputs with the checkpoint's processor, one "
+                    "<image>/<video> per visual")
+            embed = self.get_input_embeddings()
+            inputs_embeds = embed(input_ids.masked_fill(mask, 0))
+            inputs_embeds = inputs_embeds.masked_scatter(mask.unsqueeze(-1), features.to(inputs_embeds.dtype))
+            input_ids = None
+            if labels is not None:
+                labels = labels.masked_fill(mask.to(labels.device), -100)
+        return super().forward(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                               inputs_embeds=inputs_embeds, labels=labels, logits_to_keep=logits_to_keep, **kwargs)
+
+    def _placeholder_id(self) -> int:
+        if self.image_token_id is None:
+            raise InputMismatchError("this model has no visual placeholder id: it was loaded from a checkpoint "
+                                     "without a tokenizer; set model.valid_vocab_size to the tokenizer's length")
+        return self.image_token_id
+
+    def _encode_visuals(self, pixel_values, image_grids, pixel_values_videos, video_grids) -> torch.Tensor:
+        """``(total visual tokens, D)``: every image's tiles, then every video's frames, in order."""
+        blocks, start = [], 0
+        if pixel_values is not None:
+            if image_grids is None:
+                raise InputMismatchError("pixel_values need image_grids (tiles high x wide per image)")
+            for gh, gw in image_grids.reshape(-1, 2).tolist():
+                blocks.append(self.encode_anyres(pixel_values[start:start + 1 + gh * gw], (gh, gw)))
+                start += 1 + gh * gw
+            if start != pixel_values.shape[0]:
+                raise InputMismatchError(f"image_grids cover {start} tiles but pixel_values hold {pixel_values.shape[0]}")
+        if pixel_values_videos is not None:
+            if video_grids is None:
+                raise InputMismatchError("pixel_values_videos need video_grids (frames per video)")
+            start = 0
+            for (frames,) in video_grids.reshape(-1, 1).tolist():
+                blocks.append(self.encode_video(pixel_values_videos[start:start + frames]))
+                start += frames
+            if start != pixel_values_videos.shape[0]:
+                raise InputMismatchError(f"video_grids cover {start} frames but pixel_values_videos hold "
+                                         f"{pixel_values_videos.shape[0]}")
+        return torch.cat(blocks)
+
+    def generate(self, *args, **kwargs):
+        """transformers' ``generate``; ids at or above :attr:`valid_vocab_size` are never produced."""
+        kwargs["logits_processor"] = self.vocabulary_processors(kwargs.get("logits_processor"))
+        return super().generate(*args, **kwargs)
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -298,19 +368,21 @@ class LongVAForCausalLM(Qwen2ForCausalLM, GenerationMixin):
 
         return registered_kv_cache(getattr(self.config, "_attn_implementation", None)) is not None
 
-    def new_cache(self, capacity: int = 0) -> DynamicCache:
+    def new_cache(self, capacity: int = 0, chunk: int = 0) -> DynamicCache:
         """An empty KV cache for :meth:`prefill`: the one the model's attention registered
         (``longva_sharded_kv``: a ``ShardedKVCache`` over the sequence-parallel group, each rank
         storing its share), else a ``DynamicCache``.
 
         ``capacity``: the longest sequence the cache will hold, when the caller knows it (the
         V-NIAH grid's longest cell): every layer is then allocated once at that length
-        (:class:`~.cache_longva.GrowingCache`), so growing and cropping the cache never reallocates it."""
+        (:class:`~.cache_longva.GrowingCache`), so growing and cropping the cache never reallocates it.
+        ``chunk``: the most tokens one forward appends (the prefill chunk); a cache split over ranks
+        sizes each rank's buffers for its share plus one chunk with it."""
         from longva_plugins.models.longva.cache_longva import GrowingCache, registered_kv_cache
 
         factory = registered_kv_cache(getattr(self.config, "_attn_implementation", None))
         if factory is not None:
-            return factory(self.config, capacity)
+            return factory(self.config, capacity, chunk)
         if capacity > 0:
             return GrowingCache(capacity=capacity, config=self.config)
         return DynamicCache(config=self.config)
@@ -401,7 +473,8 @@ class LongVAForCausalLM(Qwen2ForCausalLM, GenerationMixin):
         from transformers import LogitsProcessorList
 
         processors = LogitsProcessorList(extra or [])
-        if self.valid_vocab_size is not None and self.valid_vocab_size < self.config.vocab_size:
+        guarded = any(isinstance(p, _SuppressInvalidIds) for p in processors)
+        if not guarded and self.valid_vocab_size is not None and self.valid_vocab_size < self.config.vocab_size:
             processors.append(_SuppressInvalidIds(self.valid_vocab_size))
         return processors
 

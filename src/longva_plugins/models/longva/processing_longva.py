@@ -33,6 +33,7 @@ CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 DEFAULT_SYSTEM = "You are a helpful assistant."
 IMAGE_PLACEHOLDER = "<image>"
+VIDEO_PLACEHOLDER = "<video>"
 CHAT_ROLES = ("system", "user", "assistant")
 
 
@@ -154,6 +155,24 @@ class LongVAImageProcessor:
         return self([base] + tiles, mode="crop"), grid
 
 
+def _is_image(value) -> bool:
+    return isinstance(value, Image.Image) or (isinstance(value, (np.ndarray, torch.Tensor)) and value.ndim == 3)
+
+
+def _is_video(value) -> bool:
+    return isinstance(value, (np.ndarray, torch.Tensor)) and value.ndim == 4 or (
+        isinstance(value, (list, tuple)) and len(value) > 0 and all(_is_image(v) for v in value))
+
+
+def _as_list(value, is_one) -> list:
+    """``None`` -> ``[]``; one image (video) -> ``[it]``; a list of them -> the list."""
+    if value is None:
+        return []
+    if is_one(value):
+        return [value]
+    return list(value)
+
+
 class LongVAProcessor:
     """Tokenizer + image processing + the ``qwen_1_5`` chat template for LongVA.
 
@@ -165,11 +184,14 @@ class LongVAProcessor:
     """
 
     def __init__(self, tokenizer, image_processor: LongVAImageProcessor | None = None,
-                 image_grid_pinpoints: Sequence[Sequence[int]] | None = None, max_length: int | None = None):
+                 image_grid_pinpoints: Sequence[Sequence[int]] | None = None, max_length: int | None = None,
+                 tokens_per_frame: int = 144):
         self.tokenizer = tokenizer
         self.image_processor = image_processor or LongVAImageProcessor()
         self.image_grid_pinpoints = [list(p) for p in (image_grid_pinpoints or [])]
         self.max_length = max_length
+        #: visual tokens per frame or tile (the model config's ``tokens_per_frame``)
+        self.tokens_per_frame = tokens_per_frame
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, **tokenizer_kwargs) -> "LongVAProcessor":
@@ -190,7 +212,8 @@ class LongVAProcessor:
             data = json.loads(pre.read_text())
             size = data.get("crop_size", {}).get("height", size) if isinstance(data.get("crop_size"), dict) else size
             mean, std = data.get("image_mean", mean), data.get("image_std", std)
-        return cls(tokenizer, LongVAImageProcessor(size, mean, std), config.image_grid_pinpoints)
+        return cls(tokenizer, LongVAImageProcessor(size, mean, std), config.image_grid_pinpoints,
+                   tokens_per_frame=config.tokens_per_frame)
 
     # ------------------------------------------------------------------ visual inputs
     def preprocess_frames(self, frames, mode: str = "crop") -> torch.Tensor:
@@ -242,6 +265,87 @@ class LongVAProcessor:
                 f"prompt has {len(ids)} tokens, more than max_length={self.max_length}; shorten the question"
             )
         return torch.tensor(ids, dtype=torch.long)
+
+    # ------------------------------------------------------------------ transformers' processor call
+    @property
+    def image_token_id(self) -> int:
+        """The id :meth:`__call__` repeats once per visual token in ``input_ids``: the first id past
+        the tokenizer (a padding row of the embedding matrix: never a text token, never generated;
+        the model replaces these positions by the visual features)."""
+        return len(self.tokenizer)
+
+    def __call__(self, text=None, images=None, videos=None, return_tensors: str | None = "pt",
+                 padding_side: str = "left"):
+        """transformers' processor call: ``processor(text=..., images=..., videos=...)`` ->
+        :class:`~transformers.BatchFeature` for ``model(**inputs)`` / ``model.generate(**inputs)``.
+
+        ``text``: a prompt or a list of prompts (a batch, padded on ``padding_side``), each
+        ``<image>`` / ``<video>`` standing for the next image / video in order (as in the reference,
+        ``<image>`` may stand for a video when only videos are given). Each placeholder becomes as
+        many :attr:`image_token_id` as the visual has tokens (144 per tile or frame for LongVA); the
+        text around it is tokenised on its own, as the reference does. ``images``: PIL images or
+        ``(H, W, 3)`` uint8 arrays, encoded as UniRes tiles (``pixel_values``, base thumbnail first,
+        and ``image_grids``: tiles high x wide per image). ``videos``: each a ``(F, H, W, 3)`` uint8
+        array or a list of frames (``pixel_values_videos`` and ``video_grids``: frames per video).
+        Images and videos go in separate calls."""
+        import re
+
+        from transformers import BatchFeature
+
+        if return_tensors not in (None, "pt"):
+            raise SettingError(f"return_tensors={return_tensors!r}: LongVA's processor returns PyTorch tensors ('pt')")
+        if padding_side not in ("left", "right"):
+            raise SettingError(f"padding_side={padding_side!r}: use 'left' (generation) or 'right'")
+        if text is None:
+            raise InputMismatchError("text is required: a prompt with one <image> or <video> per visual")
+        texts = [text] if isinstance(text, str) else list(text)
+        images, videos = _as_list(images, _is_image), _as_list(videos, _is_video)
+        if images and videos:
+            raise InputMismatchError("images and videos in one call: process them in separate calls")
+        found_images = sum(t.count(IMAGE_PLACEHOLDER) for t in texts)
+        found_videos = sum(t.count(VIDEO_PLACEHOLDER) for t in texts)
+        if videos and not found_videos:  # the reference writes <image> for a video
+            found_images, found_videos = 0, found_images
+        if (found_images, found_videos) != (len(images), len(videos)):
+            raise InputMismatchError(
+                f"the text has {found_images} image and {found_videos} video placeholders but {len(images)} images "
+                f"and {len(videos)} videos are given: put one {IMAGE_PLACEHOLDER} per image and one "
+                f"{VIDEO_PLACEHOLDER} (or {IMAGE_PLACEHOLDER}) per video in the text")
+        data, tokens = {}, []
+        if images:
+            tiles = [self.preprocess_anyres(image) for image in images]
+            data["pixel_values"] = torch.cat([pixels for pixels, _ in tiles])
+            data["image_grids"] = torch.tensor([list(grid) for _, grid in tiles], dtype=torch.long)
+            tokens = [gh * gw * self.tokens_per_frame for _, (gh, gw) in tiles]
+        if videos:
+            frames = [self.preprocess_frames(video) for video in videos]
+            data["pixel_values_videos"] = torch.cat(frames)
+            data["video_grids"] = torch.tensor([[len(f)] for f in frames], dtype=torch.long)
+            tokens = [len(f) * self.tokens_per_frame for f in frames]
+        pattern = f"({re.escape(IMAGE_PLACEHOLDER)}|{re.escape(VIDEO_PLACEHOLDER)})"
+        rows, visual = [], iter(tokens)
+        for prompt in texts:
+            ids: list[int] = []
+            for piece in re.split(pattern, prompt):
+                if piece in (IMAGE_PLACEHOLDER, VIDEO_PLACEHOLDER):
+                    ids.extend([self.image_token_id] * next(visual))
+                elif piece:
+                    ids.extend(self.tokenizer(piece, add_special_tokens=False)["input_ids"])
+            if self.max_length is not None and len(ids) > self.max_length:
+                raise ContextLengthError(f"prompt has {len(ids)} tokens with its visuals, more than "
+                                         f"max_length={self.max_length}")
+            rows.append(ids)
+        width = max(len(ids) for ids in rows)
+        input_ids = torch.full((len(rows), width), self.pad_token_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for row, ids in enumerate(rows):
+            span = slice(width - len(ids), width) if padding_side == "left" else slice(0, len(ids))
+            input_ids[row, span] = torch.tensor(ids, dtype=torch.long)
+            attention_mask[row, span] = 1
+        return BatchFeature({"input_ids": input_ids, "attention_mask": attention_mask, **data})
+
+    def batch_decode(self, ids, skip_special_tokens: bool = True) -> list[str]:
+        return self.tokenizer.batch_decode(ids, skip_special_tokens=skip_special_tokens)
 
     def decode(self, ids, skip_special_tokens: bool = True) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=skip_special_tokens)
