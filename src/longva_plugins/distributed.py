@@ -108,6 +108,27 @@ def all_agree(flag: bool, group=None, device=None) -> bool:
     return bool(value.item())
 
 
+def exchange_tensors(parts: list[list[torch.Tensor]], group=None) -> None:
+    """Every rank of ``group`` sends ``parts[its rank]`` to every other rank, which receives them in
+    place into its own ``parts[that rank]`` (contiguous tensors of the same shapes on every rank):
+    one batch of point-to-point sends and receives, nothing allocated per call (a gloo all-gather
+    allocates its own output-sized buffers in its worker threads every time)."""
+    import torch.distributed as dist
+
+    group = group if group is not None else dist.group.WORLD
+    world, me = dist.get_world_size(group), dist.get_rank(group)
+    ops = []
+    for rank in range(world):
+        if rank == me:
+            continue
+        peer = dist.get_global_rank(group, rank)
+        ops += [dist.P2POp(dist.isend, tensor, peer, group) for tensor in parts[me]]
+        ops += [dist.P2POp(dist.irecv, tensor, peer, group) for tensor in parts[rank]]
+    if ops:
+        for request in dist.batch_isend_irecv(ops):
+            request.wait()
+
+
 def all_reduce_sum(tensor: torch.Tensor, group=None) -> torch.Tensor:
     """Sum ``tensor`` over ``group`` in place (nothing in one process); returns it."""
     if group_size(group) > 1:
@@ -123,6 +144,7 @@ __all__ = [
     "all_gather_tensors",
     "all_reduce_sum",
     "consecutive_groups",
+    "exchange_tensors",
     "get_sequence_parallel_group",
     "group_rank",
     "group_ranks",

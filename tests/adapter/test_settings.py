@@ -95,3 +95,21 @@ def test_stop_ids_include_every_end_id_of_the_generation_config():
     assert stop_token_ids(Model(), Processor()) == [151645, 151643]
     Config.eos_token_id = 7
     assert stop_token_ids(Model(), Processor()) == [151645, 7]
+
+
+def test_vniah_cells_satisfy_the_adapter_protocol():
+    """The adapter <-> V-NIAH contract is a typed Protocol: a V-NIAH cell is a visual that scores
+    itself; a plain path is neither kind."""
+    from longva_plugins.adapter.protocols import EmbedsItself, ScoresItself
+    from longva_plugins.vniah.lmms_task import VNIAHVisual
+
+    cell = VNIAHVisual({"frames": 4, "depth": 0.5, "needle_index": 0}, "/tmp/cell.mp4")
+    assert isinstance(cell, ScoresItself) and isinstance(cell, EmbedsItself)
+    assert cell.longva_sort_key() == VNIAHVisual({"frames": 4, "depth": 0.5, "needle_index": 0}, "x").longva_sort_key()
+    assert not isinstance("/tmp/video.mp4", EmbedsItself)
+
+    class EmbedsOnly:
+        def longva_embed(self, model, processor, **options):
+            return None
+
+    assert isinstance(EmbedsOnly(), EmbedsItself) and not isinstance(EmbedsOnly(), ScoresItself)

@@ -28,6 +28,7 @@ from lmms_eval.api.instance import Instance
 from lmms_eval.api.model import lmms
 from tqdm import tqdm
 
+from longva_plugins.adapter.protocols import ScoresItself
 from longva_plugins.adapter.settings import check_settings as _check_settings
 from longva_plugins.adapter.settings import stop_token_ids as _stop_token_ids
 from longva_plugins.adapter.visuals import encode_visuals
@@ -351,8 +352,8 @@ class LongVA(lmms):
                 self._record_failure(task, doc_id, exc)
                 results[index] = (float("inf"), False)
                 continue
-            scorer = next((v for v in visuals if hasattr(v, "longva_loglikelihood")), None)
-            key = (1, scorer.longva_sort_key()) if hasattr(scorer, "longva_sort_key") else (0, (index,))
+            scorer = next((v for v in visuals if isinstance(v, ScoresItself)), None)
+            key = (1, scorer.longva_sort_key()) if scorer is not None else (0, (index,))
             prepared.append((key, index, context, str(continuation), task, doc_id, visuals))
         work = self._with_group_requests(prepared)
         work.sort(key=lambda item: (item[1][0], item[0], item[1][1]))
@@ -369,7 +370,7 @@ class LongVA(lmms):
         before the first is scored: V-NIAH sizes its KV cache for the longest cell there."""
         by_class: dict = {}
         for visual in visuals:
-            if hasattr(visual, "longva_loglikelihood") and hasattr(type(visual), "longva_plan"):
+            if isinstance(visual, ScoresItself):
                 by_class.setdefault(type(visual), []).append(visual)
         for cls, members in by_class.items():
             cls.longva_plan(self.model, self.processor, members, **self._scorer_options())
@@ -380,7 +381,7 @@ class LongVA(lmms):
     def _loglikelihood_one(self, context: str, continuation: str, task, doc_id, visuals: list,
                            record: bool = True) -> tuple[float, bool]:
         try:
-            scorer = next((v for v in visuals if hasattr(v, "longva_loglikelihood")), None)
+            scorer = next((v for v in visuals if isinstance(v, ScoresItself)), None)
             if scorer is not None:  # the visual scores itself (V-NIAH: cached, resumable cells)
                 return scorer.longva_loglikelihood(self.model, self.processor, continuation,
                                                    **self._scorer_options())

@@ -7,7 +7,8 @@ Accepted visuals, one embedding block (one ``<image>`` placeholder) each:
   a path to an image file is opened as an image;
 - a ``PIL.Image``: UniRes anyres tiles;
 - a ``(F, H, W, 3)`` uint8 array: video frames;
-- any object with a ``longva_embed(model, processor) -> Tensor (n, D)`` method: it computes its own
+- an :class:`~longva_plugins.adapter.protocols.EmbedsItself` (a ``longva_embed(model, processor)
+  -> Tensor (n, D)`` method): it computes its own
   block (V-NIAH uses this to reuse cached haystack embeddings).
 """
 
@@ -19,6 +20,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from longva_plugins.adapter.protocols import EmbedsItself
 from longva_plugins.errors import ContextLengthError, VideoDecodeError, VisualInputError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
@@ -66,7 +68,7 @@ def encode_visuals(adapter, visuals) -> list[torch.Tensor]:
     """One ``(n_i, D)`` block per visual, in order."""
     blocks = []
     for visual in visuals:
-        if hasattr(visual, "longva_embed"):
+        if isinstance(visual, EmbedsItself):
             blocks.append(visual.longva_embed(adapter.model, adapter.processor))
         elif isinstance(visual, (str, os.PathLike)):
             blocks.append(_encode_path(adapter, os.fspath(visual)))

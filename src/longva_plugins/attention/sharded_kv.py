@@ -182,28 +182,20 @@ def merge_over_ranks(out, lse, own_out, own_lse, group, exchange: PartialExchang
     history share; ``-inf`` rows where it holds none) with ``own_out`` / ``own_lse`` (the new
     tokens over themselves, the same on every rank). Every rank sends its partial to every other
     (one batch of point-to-point sends and receives into the reused buffers of ``exchange``) and
-    merges them all in rank order, then its own: the same operations on the same numbers, so
+    merges them all in rank order, then the new tokens' block: the same operations on the same numbers, so
     the same result on every rank. Returns ``(B, H, Lq, D)`` in the accumulation dtype."""
-    import torch.distributed as dist
-
     from longva_plugins.attention.block import merge_partial
+    from longva_plugins.distributed import exchange_tensors
 
     exchange = exchange if exchange is not None else _active_exchange()
-    group = group if group is not None else dist.group.WORLD
-    world, me = dist.get_world_size(group), dist.get_rank(group)
-    outs, lses, ops = [], [], []
+    world, me = _group_rank(group)
+    outs, lses = [], []
     for rank in range(world):
         part_out, part_lse = exchange.take(f"{rank}.out", out), exchange.take(f"{rank}.lse", lse)
         if rank == me:
             part_out.copy_(out), part_lse.copy_(lse)
         outs.append(part_out), lses.append(part_lse)
-    for rank in range(world):
-        if rank != me:
-            peer = dist.get_global_rank(group, rank)
-            ops += [dist.P2POp(dist.isend, outs[me], peer, group), dist.P2POp(dist.isend, lses[me], peer, group),
-                    dist.P2POp(dist.irecv, outs[rank], peer, group), dist.P2POp(dist.irecv, lses[rank], peer, group)]
-    for request in dist.batch_isend_irecv(ops):
-        request.wait()
+    exchange_tensors([[o, l] for o, l in zip(outs, lses)], group)
     merged, merged_lse = outs[0], lses[0]
     for part_out, part_lse in zip(outs[1:], lses[1:]):
         merge_partial(merged, merged_lse, part_out, part_lse, inplace=True)

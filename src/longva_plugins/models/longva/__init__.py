@@ -6,6 +6,7 @@ from longva_plugins.models.longva.configuration_longva import LongVAConfig, unir
 from longva_plugins.models.longva.modeling_longva import (
     IMAGE_TOKEN_INDEX,
     LongVAForCausalLM,
+    LongVAForConditionalGeneration,
     LongVAProjector,
     PrefillOutput,
     ScoreOutput,
@@ -18,8 +19,8 @@ from longva_plugins.models.longva.tiny import ensure_tiny_checkpoint, make_tiny_
 # AutoProcessor resolve "llava_qwen" checkpoints to LongVA. (A LongVA checkpoint typed "qwen2", as
 # the hub copy of LongVA-7B is, stays transformers' Qwen2 for the Auto classes -- that type is
 # transformers' own; load it with LongVAForCausalLM.from_pretrained.)
-for _auto, _target in ((AutoConfig, LongVAConfig), (AutoModelForImageTextToText, LongVAForCausalLM),
-                       (AutoModelForCausalLM, LongVAForCausalLM), (AutoProcessor, LongVAProcessor)):
+for _auto, _target in ((AutoConfig, LongVAConfig), (AutoModelForImageTextToText, LongVAForConditionalGeneration),
+                       (AutoModelForCausalLM, LongVAForConditionalGeneration), (AutoProcessor, LongVAProcessor)):
     _key = LongVAConfig.model_type if _auto is AutoConfig else LongVAConfig
     _auto.register(_key, _target, exist_ok=True)
 
@@ -27,6 +28,7 @@ __all__ = [
     "IMAGE_TOKEN_INDEX",
     "LongVAConfig",
     "LongVAForCausalLM",
+    "LongVAForConditionalGeneration",
     "LongVAImageProcessor",
     "LongVAProcessor",
     "LongVAProjector",

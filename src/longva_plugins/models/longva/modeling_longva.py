@@ -123,11 +123,14 @@ class ScoreOutput:
     greedy_match: bool
 
 
-class LongVAForCausalLM(Qwen2ForCausalLM, GenerationMixin):
+class LongVAForConditionalGeneration(Qwen2ForCausalLM, GenerationMixin):
     """LongVA: a Qwen2 causal LM that also owns the CLIP tower and the projector.
 
-    ``forward`` and ``generate`` are Qwen2's (they take ``input_ids`` or ``inputs_embeds``);
-    multimodal inputs are turned into ``inputs_embeds`` by :meth:`embed_multimodal`.
+    ``forward`` / ``generate`` take what ``LongVAProcessor(...)`` returns (``input_ids`` with
+    visual placeholders and the pixels), as transformers' VLMs do, or Qwen2's ``input_ids`` /
+    ``inputs_embeds``; the long-video helpers (chunked encode and prefill, answer-span scoring,
+    a KV cache split over ranks) work on ``inputs_embeds`` built by :meth:`embed_multimodal`.
+    ``LongVAForCausalLM`` is the same class (its earlier name).
     """
 
     config_class = LongVAConfig
@@ -505,6 +508,10 @@ class LongVAForCausalLM(Qwen2ForCausalLM, GenerationMixin):
         )
 
 
+#: the earlier name of :class:`LongVAForConditionalGeneration` (the same class)
+LongVAForCausalLM = LongVAForConditionalGeneration
+
+
 class _SuppressInvalidIds:
     """Logits processor: ids >= ``limit`` (padding rows of the embedding matrix) never win."""
 
@@ -519,6 +526,7 @@ class _SuppressInvalidIds:
 __all__ = [
     "IMAGE_TOKEN_INDEX",
     "LongVAForCausalLM",
+    "LongVAForConditionalGeneration",
     "LongVAProjector",
     "LongVAVisionTower",
     "PrefillOutput",
