@@ -116,3 +116,61 @@ def test_mismatched_placeholders_and_settings_are_clear_errors(nano):
     inputs["input_ids"][0, -1] = processor.image_token_id  # one placeholder too many
     with pytest.raises(InputMismatchError, match="placeholder tokens but the visuals give"):
         model(**inputs)
+
+
+def test_chat_messages_render_the_reference_prompt_and_tokenize_with_their_visuals(nano):
+    model, processor = nano
+    image = _image(6)
+    reference = ("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n<image>\n"
+                 "What colour?<|im_end|>\n<|im_start|>assistant\n")  # the qwen_1_5 prompt of the original code
+    messages = [{"role": "user", "content": [{"type": "image", "image": image}, {"type": "text", "text": "What colour?"}]}]
+    assert processor.apply_chat_template(messages) == reference == processor.build_prompt("What colour?")
+    inputs = processor.apply_chat_template(messages, tokenize=True, return_dict=True)
+    direct = processor(text=reference, images=image)
+    assert inputs.keys() == direct.keys() and all(torch.equal(inputs[k], direct[k]) for k in direct)
+    system = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]
+    assert processor.apply_chat_template(system).startswith("<|im_start|>system\nBe brief.<|im_end|>\n")
+
+
+def test_image_text_to_text_pipeline_runs_on_images(nano):
+    from transformers import pipeline
+
+    from longva_plugins.models.longva import nano_checkpoint
+
+    model, processor = nano
+    image = _image(7)
+    pipe = pipeline("image-text-to-text", model=nano_checkpoint())
+    messages = [{"role": "user", "content": [{"type": "image", "image": image}, {"type": "text", "text": "What colour?"}]}]
+    answer = pipe(text=messages, max_new_tokens=4)[0]["generated_text"][-1]["content"]
+    inputs = processor(text=processor.build_prompt("What colour?"), images=image)
+    expected = model.generate(**inputs, max_new_tokens=4, do_sample=False)
+    assert answer == processor.decode(expected[0, inputs["input_ids"].shape[1]:])
+    # a video part (its frames) goes the same way, through apply_chat_template
+    video = _video(9)
+    messages = [{"role": "user", "content": [{"type": "video", "video": video}, {"type": "text", "text": "What?"}]}]
+    answer = pipe(text=messages, max_new_tokens=4, generate_kwargs={"min_new_tokens": 2})[0]["generated_text"][-1]["content"]
+    inputs = processor(text=processor.build_prompt("What?").replace("<image>", "<video>"), videos=video)
+    expected = model.generate(**inputs, max_new_tokens=4, min_new_tokens=2, do_sample=False)
+    assert answer == processor.decode(expected[0, inputs["input_ids"].shape[1]:]) and len(expected[0]) > inputs["input_ids"].shape[1]
+
+
+def test_processor_save_pretrained_round_trips(nano, tmp_path):
+    from transformers import AutoProcessor
+
+    from longva_plugins.models.longva import LongVAProcessor
+
+    _, processor = nano
+    processor.save_pretrained(tmp_path)
+    loaded = LongVAProcessor.from_pretrained(tmp_path)
+    assert isinstance(AutoProcessor.from_pretrained(tmp_path), LongVAProcessor)
+    assert loaded.fingerprint() == processor.fingerprint()  # tokenizer, CLIP values, canvases
+    custom = LongVAProcessor(processor.tokenizer, type(processor.image_processor)(224, [0.5] * 3, [0.25] * 3),
+                             image_grid_pinpoints=[[224, 448]], tokens_per_frame=9)
+    custom.save_pretrained(tmp_path / "custom")
+    again = LongVAProcessor.from_pretrained(tmp_path / "custom")
+    assert (again.image_processor.size, again.image_processor.image_mean, again.image_grid_pinpoints,
+            again.tokens_per_frame) == (224, [0.5] * 3, [[224, 448]], 9)
+    assert (loaded.tokens_per_frame, loaded.image_grid_pinpoints) == (processor.tokens_per_frame, processor.image_grid_pinpoints)
+    video, prompt = _video(8), processor.build_prompt("?")
+    a, b = loaded(text=prompt, videos=video), processor(text=prompt, videos=video)
+    assert all(torch.equal(a[k], b[k]) for k in b)

@@ -25,6 +25,9 @@ from typing import Iterable, Sequence
 import numpy as np
 import torch
 from PIL import Image
+from transformers import BaseImageProcessor
+from transformers.processing_utils import ProcessorMixin
+from transformers.video_processing_utils import VideoProcessorMixin
 
 from longva_plugins.errors import ContextLengthError, InputMismatchError, SettingError
 from longva_plugins.constants import IMAGE_TOKEN_INDEX
@@ -92,13 +95,39 @@ def expand_to_square(image: Image.Image, fill: tuple[int, int, int]) -> Image.Im
     return canvas
 
 
-class LongVAImageProcessor:
-    """CLIP preprocessing as LongVA's reference runs it (see the module docstring)."""
+class _CLIPPixels:
+    """CLIP preprocessing as LongVA's reference runs it (see the module docstring); shared by the
+    image and the video processor. ``size``, ``image_mean`` and ``image_std`` are what
+    ``save_pretrained`` writes (transformers' names)."""
 
-    def __init__(self, size: int = 336, mean: Sequence[float] = CLIP_MEAN, std: Sequence[float] = CLIP_STD):
-        self.size = size
-        self.mean = np.asarray(mean, dtype=np.float32)
-        self.std = np.asarray(std, dtype=np.float32)
+    def __init__(self, size: int = 336, image_mean: Sequence[float] = CLIP_MEAN, image_std: Sequence[float] = CLIP_STD,
+                 **kwargs):
+        super().__init__(**kwargs)
+        self.size = int(size["height"] if isinstance(size, dict) else size)
+        self.image_mean = [float(m) for m in image_mean]
+        self.image_std = [float(v) for v in image_std]
+
+    @property
+    def mean(self) -> np.ndarray:
+        return np.asarray(self.image_mean, dtype=np.float32)
+
+    @property
+    def std(self) -> np.ndarray:
+        return np.asarray(self.image_std, dtype=np.float32)
+
+    def pixels(self, images: Iterable, mode: str = "crop") -> torch.Tensor:
+        """Preprocess images/frames -> ``(N, 3, S, S)`` float32. ``mode`` is ``crop`` or ``pad``."""
+        if mode not in ("crop", "pad"):
+            raise SettingError(f"preprocessing mode {mode!r} is not supported; use 'crop' or 'pad'")
+        out = []
+        for image in images:
+            pil = _to_pil(image)
+            if mode == "pad":
+                pil = expand_to_square(pil, self.fill_colour)
+            out.append(self._normalise(self._resize_crop(pil)))
+        if not out:
+            raise InputMismatchError("no image or frame to preprocess")
+        return torch.from_numpy(np.stack(out))
 
     @property
     def fill_colour(self) -> tuple[int, int, int]:
@@ -120,19 +149,20 @@ class LongVAImageProcessor:
         scaled = (array.astype(np.float64) * (1 / 255)).astype(np.float32)
         return ((scaled - self.mean) / self.std).transpose(2, 0, 1)  # (3, S, S)
 
+
+class LongVAImageProcessor(_CLIPPixels, BaseImageProcessor):
+    """transformers' image processor for LongVA: exact CLIP preprocessing (``crop``, and ``pad``
+    for V-NIAH frames and needles) and UniRes/anyres tiles (:meth:`anyres`). Called with images
+    it returns ``(N, 3, S, S)`` pixels; ``save_pretrained`` / ``from_pretrained`` round-trip it
+    (``preprocessor_config.json``)."""
+
+    model_input_names = ["pixel_values", "image_grids"]
+
     def __call__(self, images: Iterable, mode: str = "crop") -> torch.Tensor:
         """Preprocess images/frames -> ``(N, 3, S, S)`` float32. ``mode`` is ``crop`` or ``pad``."""
-        if mode not in ("crop", "pad"):
-            raise SettingError(f"preprocessing mode {mode!r} is not supported; use 'crop' or 'pad'")
-        out = []
-        for image in images:
-            pil = _to_pil(image)
-            if mode == "pad":
-                pil = expand_to_square(pil, self.fill_colour)
-            out.append(self._normalise(self._resize_crop(pil)))
-        if not out:
-            raise InputMismatchError("no image or frame to preprocess")
-        return torch.from_numpy(np.stack(out))
+        return self.pixels(images, mode)
+
+    preprocess = __call__
 
     def anyres(self, image, pinpoints: Sequence[Sequence[int]]) -> tuple[torch.Tensor, tuple[int, int]]:
         """UniRes/anyres tiles -> ``((1 + gh*gw, 3, S, S), (gh, gw))``, base thumbnail first."""
@@ -155,6 +185,60 @@ class LongVAImageProcessor:
         return self([base] + tiles, mode="crop"), grid
 
 
+class LongVAVideoProcessor(_CLIPPixels, VideoProcessorMixin):
+    """transformers' video processor for LongVA: every frame through the same CLIP preprocessing
+    (shortest edge to 336, centre crop). ``videos``: one or more ``(F, H, W, 3)`` uint8 arrays or
+    lists of frames (frames are sampled by the caller: ``longva_plugins.video``)."""
+
+    model_input_names = ["pixel_values_videos", "video_grids"]
+
+    def __call__(self, videos, **kwargs):
+        from transformers import BatchFeature
+
+        if kwargs:
+            raise SettingError(f"LongVAVideoProcessor takes no options; got {sorted(kwargs)}")
+        frames = [self.pixels(video) for video in _as_list(videos, _is_video)]
+        return BatchFeature({"pixel_values_videos": torch.cat(frames),
+                             "video_grids": torch.tensor([[len(f)] for f in frames], dtype=torch.long)})
+
+    preprocess = __call__
+
+
+def _content_text(content) -> str:
+    """A chat message's content as text: a string, or transformers' list of parts."""
+    if isinstance(content, str):
+        return content
+    pieces = []
+    for part in content:
+        kind = part.get("type")
+        if kind in ("image", "video"):
+            pieces.append((IMAGE_PLACEHOLDER if kind == "image" else VIDEO_PLACEHOLDER) + "\n")
+        elif kind == "text":
+            pieces.append(part["text"])
+        else:
+            raise InputMismatchError(f"unknown content part type {kind!r}; use 'image', 'video' or 'text'")
+    return "".join(pieces)
+
+
+def _content_visuals(messages) -> tuple[list, list]:
+    """The images and videos of transformers-style content parts, in order."""
+    images, videos = [], []
+    for message in messages:
+        if isinstance(message["content"], str):
+            continue
+        for part in message["content"]:
+            if part.get("type") == "image":
+                image = part.get("image", part.get("url", part.get("path")))
+                images.append(Image.open(image) if isinstance(image, (str, os.PathLike)) else image)
+            elif part.get("type") == "video":
+                video = part.get("video")
+                if video is None or isinstance(video, (str, os.PathLike)):
+                    raise InputMismatchError("a video part needs its frames ({'type': 'video', 'video': (F, H, W, 3) "
+                                             "uint8}); sample them with longva_plugins.video.read_video")
+                videos.append(video)
+    return images, videos
+
+
 def _is_image(value) -> bool:
     return isinstance(value, Image.Image) or (isinstance(value, (np.ndarray, torch.Tensor)) and value.ndim == 3)
 
@@ -173,47 +257,68 @@ def _as_list(value, is_one) -> list:
     return list(value)
 
 
-class LongVAProcessor:
-    """Tokenizer + image processing + the ``qwen_1_5`` chat template for LongVA.
+class LongVAProcessor(ProcessorMixin):
+    """transformers' processor for LongVA: tokenizer, image processor, video processor and the
+    ``qwen_1_5`` chat template. ``processor(text=..., images=... | videos=...)`` gives the inputs
+    of ``model(**inputs)`` / ``model.generate(**inputs)``; the long-video helpers
+    (:meth:`preprocess_frames`, :meth:`tokenize`, :meth:`build_prompt`) feed the chunked path.
 
     Args:
         tokenizer: a Qwen2 tokenizer (``<|im_start|>``, ``<|im_end|>``, ``<|endoftext|>``).
         image_processor: a :class:`LongVAImageProcessor`.
         image_grid_pinpoints: anyres canvases (from the checkpoint config).
         max_length: refuse prompts longer than this (never truncate silently); ``None`` = no limit.
+        tokens_per_frame: visual tokens per frame or tile (the model config's, 144 for LongVA).
     """
 
-    def __init__(self, tokenizer, image_processor: LongVAImageProcessor | None = None,
+    def __init__(self, tokenizer=None, image_processor=None, chat_template=None,
                  image_grid_pinpoints: Sequence[Sequence[int]] | None = None, max_length: int | None = None,
                  tokens_per_frame: int = 144):
-        self.tokenizer = tokenizer
-        self.image_processor = image_processor or LongVAImageProcessor()
+        image_processor = image_processor if image_processor is not None else LongVAImageProcessor()
         self.image_grid_pinpoints = [list(p) for p in (image_grid_pinpoints or [])]
         self.max_length = max_length
         #: visual tokens per frame or tile (the model config's ``tokens_per_frame``)
         self.tokens_per_frame = tokens_per_frame
+        super().__init__(tokenizer, image_processor, chat_template=chat_template)
+        # Frames go through the image processor's CLIP values. Not a ProcessorMixin attribute:
+        # transformers checks those against its video-processor registry, which needs torchvision.
+        self.video_processor = LongVAVideoProcessor(image_processor.size, image_processor.image_mean,
+                                                    image_processor.image_std)
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, **tokenizer_kwargs) -> "LongVAProcessor":
-        """Load the tokenizer and the anyres canvases of a checkpoint folder or hub id."""
+        """From a checkpoint folder or hub id (the tokenizer, the anyres canvases and the tokens per
+        frame of its config, CLIP values from ``preprocessor_config.json`` when it ships one: the
+        released checkpoints do not), or from a folder :meth:`save_pretrained` wrote."""
         from transformers import AutoTokenizer
 
         from longva_plugins.models.longva.configuration_longva import LongVAConfig
 
-        if Path(os.fspath(path)).is_dir():  # a cut or corrupt file names itself, not a parser deep inside
+        folder = Path(os.fspath(path))
+        if folder.is_dir():  # a cut or corrupt file names itself, not a parser deep inside
             from longva_plugins.models.longva.loading import check_checkpoint_json
 
-            check_checkpoint_json(Path(os.fspath(path)))
-        config = LongVAConfig.from_pretrained(os.fspath(path))
-        tokenizer = AutoTokenizer.from_pretrained(os.fspath(path), config=config, **tokenizer_kwargs)
-        size, mean, std = 336, CLIP_MEAN, CLIP_STD
-        pre = Path(os.fspath(path)) / "preprocessor_config.json"
-        if pre.is_file():  # the released checkpoints ship none; OpenAI CLIP values are the default
+            check_checkpoint_json(folder)
+        saved = folder / "processor_config.json"
+        images = None
+        if saved.is_file():  # written by save_pretrained (the image processor's values inside it)
+            data = json.loads(saved.read_text())
+            extras = {k: v for k, v in data.items() if k in ("image_grid_pinpoints", "max_length", "tokens_per_frame")}
+            if isinstance(data.get("image_processor"), dict):
+                images = {k: v for k, v in data["image_processor"].items() if k in ("size", "image_mean", "image_std")}
+            tokenizer = AutoTokenizer.from_pretrained(os.fspath(path), **tokenizer_kwargs)
+        else:
+            config = LongVAConfig.from_pretrained(os.fspath(path))
+            extras = {"image_grid_pinpoints": config.image_grid_pinpoints, "tokens_per_frame": config.tokens_per_frame}
+            tokenizer = AutoTokenizer.from_pretrained(os.fspath(path), config=config, **tokenizer_kwargs)
+        pre = folder / "preprocessor_config.json"
+        if images is None and pre.is_file():  # the released checkpoints ship none: OpenAI CLIP values then
             data = json.loads(pre.read_text())
-            size = data.get("crop_size", {}).get("height", size) if isinstance(data.get("crop_size"), dict) else size
-            mean, std = data.get("image_mean", mean), data.get("image_std", std)
-        return cls(tokenizer, LongVAImageProcessor(size, mean, std), config.image_grid_pinpoints,
-                   tokens_per_frame=config.tokens_per_frame)
+            crop = data.get("crop_size")
+            images = {"image_mean": data.get("image_mean", CLIP_MEAN), "image_std": data.get("image_std", CLIP_STD)}
+            if isinstance(crop, dict) or isinstance(data.get("size"), int):
+                images["size"] = crop.get("height", 336) if isinstance(crop, dict) else data["size"]
+        return cls(tokenizer, LongVAImageProcessor(**(images or {})), **extras)
 
     # ------------------------------------------------------------------ visual inputs
     def preprocess_frames(self, frames, mode: str = "crop") -> torch.Tensor:
@@ -236,17 +341,41 @@ class LongVAProcessor:
         return self.apply_chat_template([{"role": "user", "content": user}], system=system)
 
     def apply_chat_template(self, messages: Sequence[dict], system: str = DEFAULT_SYSTEM,
-                            add_generation_prompt: bool = True) -> str:
-        """ChatML (``qwen_1_5``): ``messages`` is a list of ``{"role": user|assistant, "content"}``."""
+                            add_generation_prompt: bool = True, tokenize: bool = False, return_dict: bool = False,
+                            continue_final_message: bool = False, return_tensors: str | None = "pt",
+                            processor_kwargs: dict | None = None, **kwargs):
+        """ChatML (``qwen_1_5``): ``messages`` is a list of ``{"role": system|user|assistant,
+        "content"}``, the content a string or transformers' list of parts (``{"type": "image",
+        "image": ...}``, ``{"type": "video", "video": frames}``, ``{"type": "text", "text": ...}``; a
+        visual part becomes its placeholder and a line break, as the reference writes ``<image>\n``
+        before the question). A system message replaces ``system``. Returns the prompt text, or with
+        ``tokenize=True, return_dict=True`` the processor's inputs for it and the visuals of the
+        parts (what transformers' ``image-text-to-text`` pipeline asks for)."""
+        if kwargs:
+            raise SettingError(f"apply_chat_template does not take {sorted(kwargs)}")
+        if tokenize and not return_dict:
+            raise SettingError("apply_chat_template(tokenize=True) returns the processor's inputs: set return_dict=True")
+        messages = list(messages)
+        if messages and messages[0]["role"] == "system":
+            system = _content_text(messages.pop(0)["content"])
         parts = [chatml_turn("system", system)] if system is not None else []
         for message in messages:
             role = message["role"]
             if role not in CHAT_ROLES:
                 raise InputMismatchError(f"unknown chat role {role!r}; use 'user' or 'assistant'")
-            parts.append(chatml_turn(role, message["content"]))
-        if add_generation_prompt:
+            parts.append(chatml_turn(role, _content_text(message["content"])))
+        if continue_final_message:
+            if add_generation_prompt or not messages:
+                raise SettingError("continue_final_message continues the last message: add_generation_prompt=False")
+            parts[-1] = parts[-1][: -len(CHATML_CLOSE)]
+        elif add_generation_prompt:
             parts.append(chatml_open("assistant"))
-        return "".join(parts)
+        text = "".join(parts)
+        if not tokenize:
+            return text
+        images, videos = _content_visuals(messages)
+        return self(text=text, images=images or None, videos=videos or None, return_tensors=return_tensors,
+                    **(processor_kwargs or {}))
 
     def tokenize(self, prompt: str) -> torch.Tensor:
         """Token ids ``(L,)`` with :data:`IMAGE_TOKEN_INDEX` at each ``<image>``.
@@ -274,8 +403,8 @@ class LongVAProcessor:
         the model replaces these positions by the visual features)."""
         return len(self.tokenizer)
 
-    def __call__(self, text=None, images=None, videos=None, return_tensors: str | None = "pt",
-                 padding_side: str = "left"):
+    def __call__(self, images=None, text=None, videos=None, return_tensors: str | None = "pt",
+                 padding_side: str = "left", **kwargs):
         """transformers' processor call: ``processor(text=..., images=..., videos=...)`` ->
         :class:`~transformers.BatchFeature` for ``model(**inputs)`` / ``model.generate(**inputs)``.
 
@@ -292,6 +421,11 @@ class LongVAProcessor:
 
         from transformers import BatchFeature
 
+        ignored = {"padding": (True, "longest"), "truncation": (False, None), "add_special_tokens": (False,)}
+        for name, value in kwargs.items():  # what transformers' pipelines pass; anything else is refused
+            if name not in ignored or value not in ignored[name]:
+                raise SettingError(f"processor(..., {name}={value!r}) is not supported: LongVA pads to the longest "
+                                   "prompt, never truncates and adds no special tokens")
         if return_tensors not in (None, "pt"):
             raise SettingError(f"return_tensors={return_tensors!r}: LongVA's processor returns PyTorch tensors ('pt')")
         if padding_side not in ("left", "right"):
@@ -318,10 +452,8 @@ class LongVAProcessor:
             data["image_grids"] = torch.tensor([list(grid) for _, grid in tiles], dtype=torch.long)
             tokens = [gh * gw * self.tokens_per_frame for _, (gh, gw) in tiles]
         if videos:
-            frames = [self.preprocess_frames(video) for video in videos]
-            data["pixel_values_videos"] = torch.cat(frames)
-            data["video_grids"] = torch.tensor([[len(f)] for f in frames], dtype=torch.long)
-            tokens = [len(f) * self.tokens_per_frame for f in frames]
+            data.update(self.video_processor(videos))
+            tokens = [frames * self.tokens_per_frame for (frames,) in data["video_grids"].tolist()]
         pattern = f"({re.escape(IMAGE_PLACEHOLDER)}|{re.escape(VIDEO_PLACEHOLDER)})"
         rows, visual = [], iter(tokens)
         for prompt in texts:
@@ -388,6 +520,7 @@ __all__ = [
     "DEFAULT_SYSTEM",
     "LongVAImageProcessor",
     "LongVAProcessor",
+    "LongVAVideoProcessor",
     "expand_to_square",
     "select_best_resolution",
 ]
