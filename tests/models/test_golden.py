@@ -227,6 +227,55 @@ def check_vniah_case(model, image_processor, config, folder, name, case) -> list
 CHECKERS = {"video": check_video_case, "image": check_image_case, "vniah": check_vniah_case}
 
 
+@torch.no_grad()
+def check_standard_forward(model, image_processor, config, folder, name, case) -> list[str]:
+    """The same case through transformers' route, ``model(**inputs)`` / ``generate(**inputs)``, with
+    the inputs the processor builds (the fixture ships no tokenizer: its ids are expanded by the
+    processor's own placeholder rule, the pixels come from its image / video processor)."""
+    from longva_plugins.models.longva.processing_longva import LongVAVideoProcessor, expand_placeholders
+
+    checks = Checks(np.load(folder / f"case_{name}.npz"))
+    videos = LongVAVideoProcessor(image_processor.size, image_processor.image_mean, image_processor.image_std)
+    placeholder = config.vocab_size  # no tokenizer: the first id past the vocabulary stands for visual tokens
+    model.valid_vocab_size = placeholder
+    try:
+        if case_kind(case) == "video":
+            pixels = videos(checks.arrays["frames"])
+            visual = {"pixel_values_videos": pixels["pixel_values_videos"], "video_grids": pixels["video_grids"]}
+            tokens = int(pixels["video_grids"][0, 0]) * config.tokens_per_frame
+        else:
+            tiles, grid = image_processor.anyres(checks.arrays["image"], config.image_grid_pinpoints)
+            visual = {"pixel_values": tiles, "image_grids": torch.tensor([list(grid)])}
+            tokens = grid[0] * grid[1] * config.tokens_per_frame
+        ids = torch.tensor([expand_placeholders(case["input_ids"], [tokens], placeholder)])
+        out = model(input_ids=ids, attention_mask=torch.ones_like(ids), **visual)
+        for key in checks.arrays.files:
+            m = re.fullmatch(r"logits_last(\d+)", key)
+            if m:
+                checks.close(key, lambda: out.logits[0, -int(m.group(1)):], ATOL_OUTPUTS)
+        _check_field(checks, case, "argmax_last", int(out.logits[0, -1].argmax()))
+        if "greedy_generate_5" in case:
+            steps = case["greedy_generate_5"]
+            new = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), **visual, max_new_tokens=len(steps),
+                                 do_sample=False, pad_token_id=model.config.eos_token_id, eos_token_id=None)
+            checks.equal("greedy_generate_5 (generate(**inputs))", new[0, ids.shape[1]:].tolist(), steps)
+    finally:
+        model.valid_vocab_size = None
+    checks.finish(name)
+    return checks.done
+
+
+STANDARD = [(name, case) for name, case in CASES if case_kind(case) in ("video", "image")]
+
+
+@pytest.mark.parametrize("name,case", STANDARD, ids=[name for name, _ in STANDARD])
+def test_case_through_the_standard_forward(model, image_processor, config, name, case):
+    """Video and image cases through ``model(**inputs)`` and ``generate(**inputs)`` match the
+    reference implementation's logits (1e-4) and greedy tokens."""
+    done = check_standard_forward(model, image_processor, config, GOLDEN_DIR, name, case)
+    assert any(d.startswith("logits_last") or d == "argmax_last" for d in done)
+
+
 def load_model(folder: Path) -> LongVAForCausalLM:
     torch.manual_seed(0)
     m = LongVAForCausalLM.from_pretrained(folder, attn_implementation="eager")

@@ -204,6 +204,20 @@ class LongVAVideoProcessor(_CLIPPixels, VideoProcessorMixin):
     preprocess = __call__
 
 
+def expand_placeholders(ids: Sequence[int], visual_tokens: Sequence[int], image_token_id: int) -> list[int]:
+    """``ids`` in the reference's form (one :data:`IMAGE_TOKEN_INDEX`, -200, per visual) with the
+    ``i``-th placeholder repeated ``visual_tokens[i]`` times as ``image_token_id``: the
+    ``input_ids`` of :meth:`LongVAProcessor.__call__` (the model puts visual token ``j`` at the
+    ``j``-th placeholder position)."""
+    ids = list(ids)
+    if ids.count(IMAGE_TOKEN_INDEX) != len(visual_tokens):
+        raise InputMismatchError(f"{ids.count(IMAGE_TOKEN_INDEX)} placeholders but {len(visual_tokens)} visuals")
+    out, visual = [], iter(visual_tokens)
+    for i in ids:
+        out.extend([image_token_id] * next(visual) if i == IMAGE_TOKEN_INDEX else [i])
+    return out
+
+
 def _content_text(content) -> str:
     """A chat message's content as text: a string, or transformers' list of parts."""
     if isinstance(content, str):
@@ -455,14 +469,17 @@ class LongVAProcessor(ProcessorMixin):
             data.update(self.video_processor(videos))
             tokens = [frames * self.tokens_per_frame for (frames,) in data["video_grids"].tolist()]
         pattern = f"({re.escape(IMAGE_PLACEHOLDER)}|{re.escape(VIDEO_PLACEHOLDER)})"
-        rows, visual = [], iter(tokens)
+        rows, used = [], 0
         for prompt in texts:
             ids: list[int] = []
             for piece in re.split(pattern, prompt):
                 if piece in (IMAGE_PLACEHOLDER, VIDEO_PLACEHOLDER):
-                    ids.extend([self.image_token_id] * next(visual))
+                    ids.append(IMAGE_TOKEN_INDEX)
                 elif piece:
                     ids.extend(self.tokenizer(piece, add_special_tokens=False)["input_ids"])
+            count = ids.count(IMAGE_TOKEN_INDEX)
+            ids = self.expand_placeholders(ids, tokens[used:used + count])
+            used += count
             if self.max_length is not None and len(ids) > self.max_length:
                 raise ContextLengthError(f"prompt has {len(ids)} tokens with its visuals, more than "
                                          f"max_length={self.max_length}")
@@ -475,6 +492,10 @@ class LongVAProcessor(ProcessorMixin):
             input_ids[row, span] = torch.tensor(ids, dtype=torch.long)
             attention_mask[row, span] = 1
         return BatchFeature({"input_ids": input_ids, "attention_mask": attention_mask, **data})
+
+    def expand_placeholders(self, ids: Sequence[int], visual_tokens: Sequence[int]) -> list[int]:
+        """:func:`expand_placeholders` with this tokenizer's :attr:`image_token_id`."""
+        return expand_placeholders(ids, visual_tokens, self.image_token_id)
 
     def batch_decode(self, ids, skip_special_tokens: bool = True) -> list[str]:
         return self.tokenizer.batch_decode(ids, skip_special_tokens=skip_special_tokens)
@@ -521,6 +542,7 @@ __all__ = [
     "LongVAImageProcessor",
     "LongVAProcessor",
     "LongVAVideoProcessor",
+    "expand_placeholders",
     "expand_to_square",
     "select_best_resolution",
 ]
