@@ -40,3 +40,14 @@ def test_torch_distributed_is_used_only_by_its_homes():
     users = sorted(str(p.relative_to(SRC)) for p in SRC.rglob("*.py")
                    if str(p.relative_to(SRC)) not in homes and any(n.startswith("torch.distributed") for n in _imports(p)))
     assert not users, users
+
+
+def test_only_the_compat_module_imports_lmms_eval_internals():
+    """lmms-eval's public API is ``lmms_eval.api``; every other lmms-eval module (registries,
+    private task utilities, the CLI) is reached through ``lmms_eval_compat.py`` only, which bounds
+    the versions and tests each workaround."""
+    compat = {"lmms_eval_compat.py"}
+    users = {str(p.relative_to(SRC)): sorted(n for n in _imports(p) if n.startswith("lmms_eval")
+                                             and n != "lmms_eval" and not n.startswith("lmms_eval.api"))
+             for p in SRC.rglob("*.py") if str(p.relative_to(SRC)) not in compat}
+    assert not {k: v for k, v in users.items() if v}, users

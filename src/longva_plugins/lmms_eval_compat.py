@@ -523,6 +523,23 @@ def _manifests():
     return [ModelManifest(model_id=MODEL_ID, simple_class_path=MODEL_CLASS_PATH, aliases=MODEL_ALIASES)]
 
 
+def registered_model_class_path(model_id: str = MODEL_ID) -> str | None:
+    """The class lmms-eval's CLI would build for ``--model model_id`` (its model registry, filled
+    by the entry points as ``lmms_eval.models`` is imported); ``None`` when it knows none."""
+    import lmms_eval.models  # noqa: F401  (runs the entry points, as the CLI does)
+    from lmms_eval.models import MODEL_REGISTRY_V2
+
+    return MODEL_REGISTRY_V2.get_manifest(model_id).simple_class_path or None
+
+
+def extract_mcq_answer(text: str, choices) -> str:
+    """lmms-eval's own multiple-choice letter extraction (``lmms_eval.tasks._task_utils``, a private
+    module: the only import of it is here)."""
+    from lmms_eval.tasks._task_utils.mcq_extract import extract_mcq_answer as extract
+
+    return extract(text, choices=list(choices))
+
+
 def task_folder_hint() -> str:
     try:
         from longva_plugins.builtin_tasks import package_task_dir
@@ -579,6 +596,8 @@ __all__ = [
     "IDENTITY_ARG",
     "STORAGE_ERROR_EXIT_STATUS",
     "check_output_path",
+    "extract_mcq_answer",
+    "registered_model_class_path",
     "patch_results_writer",
     "patch_response_cache",
     "record_model_identity",

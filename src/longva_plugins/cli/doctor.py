@@ -103,13 +103,10 @@ def _wiring_checks() -> list[Check]:
 
         folders = compat.plugin_task_folders()
         checks.append(Check("task folders", bool(folders), "; ".join(folders) or "none", "reinstall longva-plugins"))
-        import lmms_eval.models  # noqa: F401  (runs the entry point, as the CLI does)
-        from lmms_eval.models import MODEL_REGISTRY_V2
-
-        manifest = MODEL_REGISTRY_V2.get_manifest("longva")
-        ours = manifest.simple_class_path == compat.MODEL_CLASS_PATH
+        class_path = compat.registered_model_class_path()
+        ours = class_path == compat.MODEL_CLASS_PATH
         checks.append(
-            Check("--model longva", ours, manifest.simple_class_path or "?",
+            Check("--model longva", ours, class_path or "?",
                   "another plugin overrides 'longva'; check `pip list` for lmms-eval plugins")
         )
         wrapped = compat.task_discovery_active()

@@ -209,9 +209,9 @@ def extract_choice(text, choices: str = "ABCD", mode: str | None = None) -> str:
         return _extract_paper(text, choices)
     if mode != "lmms_eval":
         raise SettingError(f"answer extraction mode {mode!r}; use one of {', '.join(ANSWER_EXTRACTION_MODES)}")
-    from lmms_eval.tasks._task_utils.mcq_extract import extract_mcq_answer
+    from longva_plugins.lmms_eval_compat import extract_mcq_answer
 
-    return extract_mcq_answer(text, choices=list(choices))
+    return extract_mcq_answer(text, choices)
 
 
 # --------------------------------------------------------------------------- aggregation
