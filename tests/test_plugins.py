@@ -104,3 +104,29 @@ def test_missing_task_folder_from_plugin_is_skipped(tmp_path, monkeypatch, fake_
     assert str(tmp_path / "nope") not in folders
     assert "does not exist" in caplog.text
     sys.modules.pop("ghost_plugin_mod", None)
+
+
+def test_every_hookspec_is_typed_and_its_types_resolve():
+    """Hookspecs carry type annotations (as pytest's do) naming real classes of the package and
+    its dependencies."""
+    import inspect
+    import typing
+
+    import torch
+    from transformers import PreTrainedModel, TrainerCallback, TrainingArguments
+
+    import longva_plugins.hookspecs as hookspecs
+    from longva_plugins.attention.block import AttentionKernel
+    from longva_plugins.video import VideoFrames
+    from longva_plugins.vniah.haystack import Haystack
+    from longva_plugins.vniah.needles import Needle
+
+    names = {**vars(hookspecs), "torch": torch, "PreTrainedModel": PreTrainedModel, "TrainerCallback": TrainerCallback,
+             "TrainingArguments": TrainingArguments, "AttentionKernel": AttentionKernel, "VideoFrames": VideoFrames,
+             "Haystack": Haystack, "Needle": Needle}
+    specs = [f for n, f in vars(hookspecs).items() if n.startswith("longva_") and inspect.isfunction(f)]
+    assert len(specs) >= 9
+    for spec in specs:
+        hints = typing.get_type_hints(spec, globalns=names)
+        params = set(inspect.signature(spec).parameters)
+        assert "return" in hints and params <= set(hints), f"{spec.__name__} is not fully typed"

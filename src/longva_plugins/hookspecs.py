@@ -20,7 +20,19 @@ Kinds of hooks:
 
 from __future__ import annotations
 
+import os
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
+
 import pluggy
+
+if TYPE_CHECKING:  # typed like pytest's hookspecs; nothing heavy is imported at run time
+    import torch
+    from transformers import PreTrainedModel, TrainerCallback, TrainingArguments
+
+    from longva_plugins.attention.block import AttentionKernel
+    from longva_plugins.video import VideoFrames
+    from longva_plugins.vniah.haystack import Haystack
+    from longva_plugins.vniah.needles import Needle
 
 PROJECT_NAME = "longva_plugins"
 
@@ -30,7 +42,7 @@ hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
 
 # --------------------------------------------------------------------------- lmms-eval wiring
 @hookspec
-def longva_task_folders():
+def longva_task_folders() -> Iterable[str | os.PathLike] | None:
     """Contribute lmms-eval task folders.
 
     Each folder is indexed by lmms-eval's ``TaskManager`` exactly like ``--include_path``: every
@@ -44,7 +56,8 @@ def longva_task_folders():
 
 # --------------------------------------------------------------------------- video decoding
 @hookspec(firstresult=True)
-def longva_read_video(path, num_frames, max_fps, backend, indices):
+def longva_read_video(path: str, num_frames: int | None, max_fps: float | None, backend: str | None,
+                      indices: Sequence[int] | None) -> VideoFrames | None:
     """Decode frames from a video file; stops at the first non-None result.
 
     :param path: the video file (``str``).
@@ -63,7 +76,7 @@ def longva_read_video(path, num_frames, max_fps, backend, indices):
 
 
 @hookspec
-def longva_video_backends():
+def longva_video_backends() -> Mapping[str, bool] | None:
     """Announce video decoding backends for ``longva-plugins doctor`` and error messages.
 
     :return: a mapping ``{backend_name: available (bool)}`` or ``None``.
@@ -72,7 +85,7 @@ def longva_video_backends():
 
 # --------------------------------------------------------------------------- V-NIAH
 @hookspec
-def longva_needle_sets():
+def longva_needle_sets() -> Mapping[str, Callable[[], list[Needle]]] | None:
     """Contribute V-NIAH needle sets.
 
     :return: a mapping ``{name: factory}`` where ``factory()`` returns a list of
@@ -81,7 +94,7 @@ def longva_needle_sets():
 
 
 @hookspec
-def longva_haystacks():
+def longva_haystacks() -> Mapping[str, Callable[[], Haystack]] | None:
     """Contribute named V-NIAH haystacks.
 
     :return: a mapping ``{name: factory}`` where ``factory()`` returns a
@@ -91,13 +104,14 @@ def longva_haystacks():
 
 # --------------------------------------------------------------------------- attention
 @hookspec(firstresult=True)
-def longva_attention_kernel(name, device, dtype):
+def longva_attention_kernel(name: str, device: torch.device, dtype: torch.dtype | None) -> AttentionKernel | None:
     """Choose the block-attention kernel used by the ring attention functions; stops at the first
     non-None result.
 
     :param name: the kernel asked for: ``"auto"`` (flash-attn on CUDA for float16/bfloat16 inputs
-        when installed, else the tiled torch kernel), ``"torch"`` (the tiled torch kernel, any
-        device and dtype) or ``"flash_attn"``; plugins may add names.
+        when installed; torch's fused flash op on CPU, with its log-sum-exp; the tiled torch kernel
+        elsewhere), ``"fused"`` (the CPU op, tiled where it does not apply), ``"torch"`` (the tiled
+        kernel, any device and dtype) or ``"flash_attn"``; plugins may add names.
     :param device: the ``torch.device`` the tensors live on.
     :param dtype: the ``torch.dtype`` of the query tensor.
     :return: a :class:`longva_plugins.attention.block.AttentionKernel` (``forward`` and
@@ -108,7 +122,7 @@ def longva_attention_kernel(name, device, dtype):
 
 # --------------------------------------------------------------------------- training
 @hookspec
-def longva_lora_target_modules(model, stage):
+def longva_lora_target_modules(model: PreTrainedModel, stage: str) -> list[str] | None:
     """Contribute LoRA target module names (PEFT's ``target_modules`` meaning).
 
     :param model: the model about to be wrapped by PEFT.
@@ -118,7 +132,7 @@ def longva_lora_target_modules(model, stage):
 
 
 @hookspec
-def longva_trainer_callbacks(trainer_args, stage):
+def longva_trainer_callbacks(trainer_args: TrainingArguments, stage: str) -> list[TrainerCallback] | None:
     """Contribute ``transformers.TrainerCallback`` objects.
 
     :param trainer_args: the ``transformers.TrainingArguments`` in use.
@@ -128,7 +142,7 @@ def longva_trainer_callbacks(trainer_args, stage):
 
 
 @hookspec(firstresult=True)
-def longva_wrap_model(model, stage):
+def longva_wrap_model(model: PreTrainedModel, stage: str) -> Any:
     """Wrap or replace the model before training; stops at the first non-None result.
 
     :param model: the model (possibly already a PEFT model).
