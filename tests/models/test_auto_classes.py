@@ -68,3 +68,21 @@ def test_a_checkpoint_without_tokenizer_has_no_guard_and_an_unknown_tower_fails_
     assert config.vision_config is None  # known tower name, but not of width mm_hidden_size
     with pytest.raises(CheckpointError, match="mm_hidden_size is 32 but the vision tower"):
         AutoModelForImageTextToText.from_pretrained(folder)
+
+
+def test_a_qwen2_typed_checkpoint_loads_through_the_class_and_says_why_auto_cannot(tmp_path, caplog):
+    """The hub copy of LongVA-7B says model_type 'qwen2': the class loads it; the message names
+    the reason the Auto classes give transformers' Qwen2 instead, and the two ways out."""
+    import logging
+
+    from longva_plugins.models.longva import LongVAForConditionalGeneration, ensure_tiny_checkpoint
+
+    folder = tmp_path / "qwen2-typed"
+    shutil.copytree(ensure_tiny_checkpoint(), folder)
+    config = json.loads((folder / "config.json").read_text())
+    config["model_type"] = "qwen2"
+    (folder / "config.json").write_text(json.dumps(config))
+    with caplog.at_level(logging.WARNING):
+        model = LongVAForConditionalGeneration.from_pretrained(folder)
+    assert model.config.model_type == "llava_qwen" and model.vision_tower is not None
+    assert "model_type 'qwen2'" in caplog.text and "LongVAForConditionalGeneration.from_pretrained" in caplog.text

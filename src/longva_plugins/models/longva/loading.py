@@ -121,6 +121,7 @@ def load_pretrained(cls, pretrained_model_name_or_path, *args, config=None, torc
         check_checkpoint_files(local)
     hub = {k: kwargs[k] for k in ("revision", "token", "cache_dir") if k in kwargs}
     if config is None:
+        _say_why_auto_cannot_claim(source)
         config = LongVAConfig.from_pretrained(source, **hub)
     elif getattr(config, "vision_config", "") is None:  # from AutoConfig: config.json alone was read
         config.resolve_vision_config(_checkpoint_folder(source, VISION_CONFIG_NAME, hub))
@@ -173,6 +174,18 @@ def load_pretrained(cls, pretrained_model_name_or_path, *args, config=None, torc
     model.eval()
     model.valid_vocab_size = checkpoint_vocabulary_size(source, hub)
     return model
+
+
+def _say_why_auto_cannot_claim(source: str) -> None:
+    """A LongVA checkpoint typed ``qwen2`` (the hub copy of LongVA-7B) loads through this class, but
+    transformers' Auto classes map ``qwen2`` to its own Qwen2 (no vision tower): say so, once."""
+    path = Path(source) / "config.json"
+    if path.is_file() and _read_json(path).get("model_type") == "qwen2":
+        logger.warning_once(
+            f"{source}: config.json says model_type 'qwen2'. Loaded as LongVA by this class; transformers' Auto "
+            "classes (AutoModelForImageTextToText, AutoModelForCausalLM, pipeline) map 'qwen2' to their own Qwen2, "
+            "without the vision tower, so load this checkpoint with LongVAForConditionalGeneration.from_pretrained, "
+            "or set model_type to 'llava_qwen' in its config.json (as LongVA-7B-DPO has it) for the Auto classes.")
 
 
 def _checkpoint_folder(source: str, filename: str, hub: dict):
