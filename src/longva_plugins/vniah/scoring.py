@@ -139,10 +139,13 @@ class VNIAHScorer:
     def cell_tokens(self, num_frames: int) -> int:
         """Tokens of the longest sequence of a cell with ``num_frames`` haystack frames (any needle):
         prefix, ``num_frames + 1`` images, question, assistant header and answer."""
-        text = max(len(self.processor.tokenize(n.question)) + len(self.processor.tokenize(n.answer))
-                   for n in self.needles)
         fixed = len(self.processor.tokenize(PRE_TEXT)) + len(self.processor.tokenize(POST_TEXT))
-        return fixed + text + (num_frames + 1) * self.model.config.tokens_per_frame
+        return fixed + self._question_answer_tokens() + (num_frames + 1) * self.model.config.tokens_per_frame
+
+    def _question_answer_tokens(self) -> int:
+        """The most tokens a needle's question and answer take together."""
+        return max(len(self.processor.tokenize(n.question)) + len(self.processor.tokenize(n.answer))
+                   for n in self.needles)
 
     def reserve(self, num_frames: int) -> None:
         """Size the one KV cache for the longest cell to come (``num_frames`` haystack frames): it
@@ -157,8 +160,7 @@ class VNIAHScorer:
     def forward_tokens(self) -> int:
         """The most tokens one forward of the grid appends to the KV cache: a prefill chunk of
         frames, the needle, or the question with the answer."""
-        text = max(len(self.processor.tokenize(n.question)) + len(self.processor.tokenize(n.answer))
-                   for n in self.needles) + len(self.processor.tokenize(POST_TEXT))
+        text = self._question_answer_tokens() + len(self.processor.tokenize(POST_TEXT))
         return max(self._frames_per_chunk() * self.model.config.tokens_per_frame, text,
                    len(self.processor.tokenize(PRE_TEXT)))
 

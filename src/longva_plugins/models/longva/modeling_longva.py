@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import CLIPVisionModel, DynamicCache, GenerationMixin, Qwen2ForCausalLM
 
-from longva_plugins.constants import IMAGE_TOKEN_INDEX
+from longva_plugins.constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
 from longva_plugins.errors import InputMismatchError, SettingError
 from longva_plugins.models.longva.configuration_longva import LongVAConfig
 
@@ -177,7 +177,7 @@ class LongVAForConditionalGeneration(Qwen2ForCausalLM, GenerationMixin):
             inputs_embeds = inputs_embeds.masked_scatter(mask.unsqueeze(-1), features.to(inputs_embeds.dtype))
             input_ids = None
             if labels is not None:
-                labels = labels.masked_fill(mask.to(labels.device), -100)
+                labels = labels.masked_fill(mask.to(labels.device), IGNORE_INDEX)
         return super().forward(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                                inputs_embeds=inputs_embeds, labels=labels, logits_to_keep=logits_to_keep, **kwargs)
 

@@ -397,17 +397,25 @@ class LongVAProcessor(ProcessorMixin):
         The text on each side of ``<image>`` is tokenised separately, as the reference does
         (joining them would merge "\\n\\n" into one token). Never truncates.
         """
-        ids: list[int] = []
-        for i, chunk in enumerate(prompt.split(IMAGE_PLACEHOLDER)):
-            if i:
-                ids.append(IMAGE_TOKEN_INDEX)
-            if chunk:
-                ids.extend(self.tokenizer(chunk, add_special_tokens=False)["input_ids"])
+        ids = self._text_ids(prompt, (IMAGE_PLACEHOLDER,))
         if self.max_length is not None and len(ids) > self.max_length:
             raise ContextLengthError(
                 f"prompt has {len(ids)} tokens, more than max_length={self.max_length}; shorten the question"
             )
         return torch.tensor(ids, dtype=torch.long)
+
+    def _text_ids(self, prompt: str, placeholders: Sequence[str]) -> list[int]:
+        """Token ids with :data:`IMAGE_TOKEN_INDEX` at each of ``placeholders``; the text between
+        them tokenised piece by piece, as the reference does."""
+        import re
+
+        ids: list[int] = []
+        for piece in re.split("(" + "|".join(re.escape(p) for p in placeholders) + ")", prompt):
+            if piece in placeholders:
+                ids.append(IMAGE_TOKEN_INDEX)
+            elif piece:
+                ids.extend(self.tokenizer(piece, add_special_tokens=False)["input_ids"])
+        return ids
 
     # ------------------------------------------------------------------ transformers' processor call
     @property
@@ -431,8 +439,6 @@ class LongVAProcessor(ProcessorMixin):
         and ``image_grids``: tiles high x wide per image). ``videos``: each a ``(F, H, W, 3)`` uint8
         array or a list of frames (``pixel_values_videos`` and ``video_grids``: frames per video).
         Images and videos go in separate calls."""
-        import re
-
         from transformers import BatchFeature
 
         ignored = {"padding": (True, "longest"), "truncation": (False, None), "add_special_tokens": (False,)}
@@ -468,15 +474,9 @@ class LongVAProcessor(ProcessorMixin):
         if videos:
             data.update(self.video_processor(videos))
             tokens = [frames * self.tokens_per_frame for (frames,) in data["video_grids"].tolist()]
-        pattern = f"({re.escape(IMAGE_PLACEHOLDER)}|{re.escape(VIDEO_PLACEHOLDER)})"
         rows, used = [], 0
         for prompt in texts:
-            ids: list[int] = []
-            for piece in re.split(pattern, prompt):
-                if piece in (IMAGE_PLACEHOLDER, VIDEO_PLACEHOLDER):
-                    ids.append(IMAGE_TOKEN_INDEX)
-                elif piece:
-                    ids.extend(self.tokenizer(piece, add_special_tokens=False)["input_ids"])
+            ids = self._text_ids(prompt, (IMAGE_PLACEHOLDER, VIDEO_PLACEHOLDER))
             count = ids.count(IMAGE_TOKEN_INDEX)
             ids = self.expand_placeholders(ids, tokens[used:used + count])
             used += count
