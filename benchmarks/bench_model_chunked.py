@@ -25,7 +25,7 @@ def _checkpoint(vocab):
     import tempfile
     from pathlib import Path
 
-    from longva_plugins.models.longva import make_tiny_checkpoint
+    from longva_plugins.testing import make_tiny_checkpoint
 
     path = Path(tempfile.gettempdir()) / f"longva-bench-tiny-vocab{vocab}"
     if not (path / "config.json").is_file():

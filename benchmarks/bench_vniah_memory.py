@@ -39,7 +39,7 @@ CHUNK = 1024
 
 
 def _checkpoint(layers: int, hidden: int) -> str:
-    from longva_plugins.models.longva import make_tiny_checkpoint
+    from longva_plugins.testing import make_tiny_checkpoint
 
     path = os.path.join(tempfile.gettempdir(), f"longva-bench-kv-{layers}x{hidden}")
     if not os.path.isfile(os.path.join(path, "config.json")):

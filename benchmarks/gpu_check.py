@@ -149,7 +149,7 @@ def ring(check: Check, cuda: bool) -> None:
 
 
 def _vniah_run(check: Check, name: str, model_args: str, grid: str, timeout: float) -> list[dict] | None:
-    from longva_plugins.models.longva.nano import nano_checkpoint
+    from longva_plugins.nano.checkpoint import nano_checkpoint
 
     out = check.work / name
     env = {"LONGVA_VNIAH_GRID": grid, "LONGVA_VNIAH_HAYSTACK": "synthetic", "LONGVA_VNIAH_NEEDLES": "nano",

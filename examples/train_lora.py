@@ -56,7 +56,7 @@ def main():
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--output", default="outputs/lora-example")
     args = parser.parse_args()
-    from longva_plugins.models.longva import ensure_tiny_checkpoint
+    from longva_plugins.testing import ensure_tiny_checkpoint
     from longva_plugins.training.config import LongVATrainingConfig
     from longva_plugins.training.run import train
 

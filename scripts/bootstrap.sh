@@ -68,4 +68,10 @@ if "$PY" -m pip show torchvision >/dev/null 2>&1 && ! "$PY" -c "import torchvisi
   "$PY" -c "import importlib.metadata as m; print('torchvision==' + m.version('torchvision'))" > "$VENV/.removed-torchvision"
   "$PY" -m pip uninstall -y -q torchvision
 fi
+# An editable install gets no start-up hook (the wheel ships longva_plugins_startup.pth; hatchling's
+# editable wheel carries only the path file): put the same one-line file in place, so that this
+# environment behaves as a user's -- lmms-eval tasks list and transformers' Auto classes see
+# longva-plugins without it being imported.
+PURELIB="$("$PY" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
+cmp -s src/longva_plugins_startup.pth "$PURELIB/longva_plugins_startup.pth" || cp src/longva_plugins_startup.pth "$PURELIB/"
 echo "[bootstrap] ready: $("$PY" -c 'import torch, transformers, lmms_eval.api; import importlib.metadata as m; print("torch", torch.__version__, "| transformers", transformers.__version__, "| lmms-eval", m.version("lmms_eval"), "| filelock", m.version("filelock"))')"

@@ -83,34 +83,36 @@ class _Tracker:
 
 
 def test_a_results_file_lmms_eval_failed_to_write_is_removed_and_stops_the_run(tmp_path, monkeypatch):
-    from longva_plugins import lmms_eval_compat as compat
+    from longva_plugins.lmms_eval_plugin.compat import results_file
 
     recorded = []
-    monkeypatch.setattr(compat, "stop_run", recorded.append)
+    monkeypatch.setattr(results_file, "stop_run", recorded.append)
     folder = tmp_path / "longva"
     folder.mkdir()
     (folder / "2026-12-02T10-00-00_results.json").write_text('{"results": {"vniah": ')  # cut by a full disk
-    compat._check_results_file(_Tracker(tmp_path), "2026-12-02T10:00:00")
+    results_file._check_results_file(_Tracker(tmp_path), "2026-12-02T10:00:00")
     assert not (folder / "2026-12-02T10-00-00_results.json").exists()
     assert len(recorded) == 1 and isinstance(recorded[0], StorageError)
     assert "2026-12-02T10-00-00_results.json" in str(recorded[0])
     (folder / "2026-12-02T11-00-00_results.json").write_text('{"results": {}}')
-    compat._check_results_file(_Tracker(tmp_path), "2026-12-02T11:00:00")
+    results_file._check_results_file(_Tracker(tmp_path), "2026-12-02T11:00:00")
     assert len(recorded) == 1, "a complete results file is left alone"
 
 
 def test_the_results_writer_wrapper_is_installed_once():
     from lmms_eval.loggers.evaluation_tracker import EvaluationTracker
 
-    from longva_plugins import lmms_eval_compat as compat
+    from longva_plugins.lmms_eval_plugin import compat
+
+    from longva_plugins.lmms_eval_plugin.compat._common import MARK
 
     compat.patch_results_writer()
-    assert getattr(EvaluationTracker.save_results_aggregated, compat._MARK, False)
+    assert getattr(EvaluationTracker.save_results_aggregated, MARK, False)
     assert compat.patch_results_writer() is False
 
 
 def test_storage_errors_end_a_cli_run_with_status_3_and_the_path_last():
-    code = ("import sys; sys.argv = ['lmms-eval']; from longva_plugins.lmms_eval_compat import stop_run; "
+    code = ("import sys; sys.argv = ['lmms-eval']; from longva_plugins.lmms_eval_plugin.compat import stop_run; "
             "from longva_plugins.errors import StorageError; import errno; "
             "stop_run(StorageError('/data/cache/x.pt', OSError(errno.ENOSPC, 'No space left on device')))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
@@ -120,11 +122,12 @@ def test_storage_errors_end_a_cli_run_with_status_3_and_the_path_last():
 
 
 def test_the_output_path_is_checked_before_the_first_sample(tmp_path, monkeypatch):
-    from longva_plugins import lmms_eval_compat as compat
+    from longva_plugins.lmms_eval_plugin import compat
+    from longva_plugins.lmms_eval_plugin.compat import results_file
 
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    monkeypatch.setattr(compat, "_is_lmms_eval_cli", lambda: True)
+    monkeypatch.setattr(results_file, "is_lmms_eval_cli", lambda: True)
     monkeypatch.setattr(sys, "argv", ["lmms-eval", "eval", "--output_path", str(tmp_path / "ok")])
     compat.check_output_path()
     monkeypatch.setattr(sys, "argv", ["lmms-eval", "eval", f"--output_path={tmp_path}/ro"])
@@ -140,7 +143,7 @@ def test_the_output_path_is_checked_before_the_first_sample(tmp_path, monkeypatc
 # --------------------------------------------------------------------------- broken checkpoints
 @pytest.fixture(scope="module")
 def sharded(tmp_path_factory):
-    from longva_plugins.models.longva import make_tiny_checkpoint
+    from longva_plugins.testing import make_tiny_checkpoint
 
     return make_tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny", seed=0, num_shards=2)
 
@@ -208,7 +211,7 @@ def test_a_videomme_parquet_missing_a_column_is_a_setting_error_naming_it(tmp_pa
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from longva_plugins.task_utils.videomme import COLUMNS, load_docs
+    from longva_plugins.lmms_eval_plugin.task_utils.videomme import COLUMNS, load_docs
 
     row = {c: "x" for c in COLUMNS if c != "task_type"}
     row["options"] = ["A. a", "B. b", "C. c", "D. d"]

@@ -55,7 +55,7 @@ runpy.run_module("lmms_eval", run_name="__main__")
 
 @pytest.mark.slow
 def test_wheel_list_covers_the_import_closure_of_a_vniah_run(tmp_path):
-    from longva_plugins.models.longva.nano import nano_checkpoint
+    from longva_plugins.nano.checkpoint import nano_checkpoint
 
     listing = tmp_path / "closure.txt"
     env = {**os.environ, **OFFLINE, "LONGVA_VNIAH_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}

@@ -9,7 +9,9 @@ import textwrap
 
 import pytest
 
-from longva_plugins import lmms_eval_compat as compat
+from longva_plugins.lmms_eval_plugin import compat, entry_point
+from longva_plugins.lmms_eval_plugin.compat import cache_key, exit_status, loglikelihood, registry, task_discovery
+from longva_plugins.lmms_eval_plugin.compat._common import MARK
 
 lmms_eval = pytest.importorskip("lmms_eval")
 
@@ -40,18 +42,18 @@ def _write_task(folder, name, marker):
 @pytest.fixture
 def plugin_folder(tmp_path, monkeypatch):
     folder = tmp_path / "plugin_tasks"
-    monkeypatch.setattr(compat, "plugin_task_folders", lambda: [str(folder)])
+    monkeypatch.setattr(task_discovery, "plugin_task_folders", lambda: [str(folder)])
     return folder
 
 
 def test_entry_point_is_declared_for_lmms_eval():
     eps = importlib.metadata.entry_points(group="lmms_eval.models")
-    ours = [ep for ep in eps if ep.value == "longva_plugins.lmms_eval_compat:lmms_eval_manifests"]
+    ours = [ep for ep in eps if ep.value == "longva_plugins.lmms_eval_plugin.entry_point:lmms_eval_manifests"]
     assert ours, "the lmms_eval.models entry point is missing: reinstall the package"
 
 
 def test_entry_point_returns_longva_manifest():
-    manifests = compat.lmms_eval_manifests()
+    manifests = entry_point.lmms_eval_manifests()
     assert [(m.model_id, m.simple_class_path, m.aliases) for m in manifests] == [
         ("longva", compat.MODEL_CLASS_PATH, ("longva_hf",))
     ]
@@ -71,14 +73,14 @@ def test_entry_point_never_raises(monkeypatch, caplog):
     monkeypatch.setattr(compat, "patch_task_manager", boom)
     monkeypatch.setattr(compat, "patch_loglikelihood_results", boom)
     with caplog.at_level("WARNING"):
-        manifests = compat.lmms_eval_manifests()
+        manifests = entry_point.lmms_eval_manifests()
     assert manifests and manifests[0].model_id == "longva"
     assert "--include_path" in caplog.text, "the fix must be named"
     assert "simulated failure" in caplog.text
 
-    monkeypatch.setattr(compat, "_manifests", boom)
+    monkeypatch.setattr(registry, "manifests", boom)
     with caplog.at_level("WARNING"):
-        assert compat.lmms_eval_manifests() == []
+        assert entry_point.lmms_eval_manifests() == []
 
 
 def test_task_manager_finds_plugin_tasks_without_flags(plugin_folder):
@@ -153,16 +155,16 @@ def test_evaluator_uses_the_fixed_function():
 def test_fix_not_applied_to_other_versions(monkeypatch):
     instance = importlib.import_module("lmms_eval.api.instance")
     monkeypatch.setattr(instance, "unwrap_generation_output", _original_unwrap())
-    monkeypatch.setattr(compat, "lmms_eval_version", lambda: "0.8.0")
+    monkeypatch.setattr(loglikelihood, "lmms_eval_version", lambda: "0.8.0")
     assert compat.patch_loglikelihood_results() is False
     assert instance.unwrap_generation_output is _original_unwrap()
-    monkeypatch.setattr(compat, "lmms_eval_version", lambda: "0.7.3")
+    monkeypatch.setattr(loglikelihood, "lmms_eval_version", lambda: "0.7.3")
     assert compat.patch_loglikelihood_results() is True
     assert instance.unwrap_generation_output((0.5, True)) == ((0.5, True), None)
 
 
 def test_install_returns_task_folders():
-    folders = compat.install()
+    folders = entry_point.install()
     assert folders and all(os.path.isdir(f) for f in folders)
 
 
@@ -188,38 +190,38 @@ def test_setting_errors_end_only_an_lmms_eval_cli_with_a_status(monkeypatch):
     """Outside lmms-eval's CLI (here: pytest) a recorded setting error never ends the process."""
     from longva_plugins.errors import SettingError
 
-    assert not compat._is_lmms_eval_cli()
+    assert not exit_status.is_lmms_eval_cli()
 
     @compat.settings_checked
     def build():
         raise SettingError("max_frames_num=0 is not allowed")
 
-    monkeypatch.setattr(compat, "_SETTING_ERRORS", [])
+    monkeypatch.setattr(exit_status, "_SETTING_ERRORS", [])
     with pytest.raises(SettingError):
         build()
     assert compat.recorded_setting_errors() == ["max_frames_num=0 is not allowed"]
-    compat._exit_after_setting_error()  # returns: this process is not the lmms-eval CLI
+    exit_status._exit_after_setting_error()  # returns: this process is not the lmms-eval CLI
 
 
 def test_response_cache_keys_carry_the_loaded_checkpoint_identity_for_longva_only(monkeypatch):
     from lmms_eval.caching.response_cache import ResponseCache
 
-    from longva_plugins import lmms_eval_compat as compat
+    from longva_plugins.lmms_eval_plugin import compat
 
     compat.patch_response_cache()
-    assert getattr(ResponseCache.create, compat._MARK, False) and compat.patch_response_cache() is False
-    monkeypatch.setattr(compat, "_MODEL_IDENTITY", {})
-    assert compat._with_identity("longva", "pretrained=/x") == "pretrained=/x", "nothing loaded: unchanged"
+    assert getattr(ResponseCache.create, MARK, False) and compat.patch_response_cache() is False
+    monkeypatch.setattr(cache_key, "_MODEL_IDENTITY", {})
+    assert cache_key._with_identity("longva", "pretrained=/x") == "pretrained=/x", "nothing loaded: unchanged"
     compat.record_model_identity("abc123")
-    assert compat._with_identity("longva", "pretrained=/x") == "pretrained=/x,longva_identity=abc123"
-    assert compat._with_identity("longva_hf", {"pretrained": "/x"}) == {"pretrained": "/x", "longva_identity": "abc123"}
-    assert compat._with_identity("qwen2_vl", "pretrained=/x") == "pretrained=/x", "other models keep their key"
+    assert cache_key._with_identity("longva", "pretrained=/x") == "pretrained=/x,longva_identity=abc123"
+    assert cache_key._with_identity("longva_hf", {"pretrained": "/x"}) == {"pretrained": "/x", "longva_identity": "abc123"}
+    assert cache_key._with_identity("qwen2_vl", "pretrained=/x") == "pretrained=/x", "other models keep their key"
 
 
 def test_checkpoint_identity_changes_with_any_file_of_the_checkpoint(tmp_path):
     import os
 
-    from longva_plugins.adapter.lmms_longva import checkpoint_identity
+    from longva_plugins.lmms_eval_plugin.adapter import checkpoint_identity
 
     (tmp_path / "config.json").write_text("{}")
     (tmp_path / "model.safetensors").write_bytes(b"1234")

@@ -9,7 +9,7 @@ import textwrap
 import pytest
 
 from longva_plugins import plugins
-from longva_plugins.lmms_eval_compat import plugin_task_folders
+from longva_plugins.lmms_eval_plugin.compat import plugin_task_folders
 
 
 class FakeDistribution:

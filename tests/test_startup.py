@@ -15,7 +15,7 @@ import longva_plugins._startup as startup
 installed = startup.install_import_hook()
 imported_before = "lmms_eval.tasks" in sys.modules
 import lmms_eval.tasks  # noqa: F401
-from longva_plugins.lmms_eval_compat import task_discovery_active
+from longva_plugins.lmms_eval_plugin.compat import task_discovery_active
 print(installed, imported_before, task_discovery_active(), "lmms_eval.models" in sys.modules)
 """
 
@@ -39,3 +39,48 @@ def test_startup_hook_can_be_disabled():
     out = _probe({"LONGVA_PLUGINS_NO_STARTUP_HOOK": "1"})
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.split() == ["False", "False", "False", "False"], "disabled: nothing wired on import"
+
+
+AUTO_PROBE = """
+import sys
+import longva_plugins._startup as startup
+startup.install_import_hook()
+cheap = "torch" not in sys.modules and "transformers" not in sys.modules
+folder = sys.argv[2]
+if sys.argv[1] == "qwen2_first":      # a config class's import pulls transformers' auto modules in mid-import
+    from transformers import Qwen2Config  # noqa: F401
+if sys.argv[1] == "processor_first":
+    from transformers import AutoProcessor
+    AutoProcessor.from_pretrained(folder)
+if sys.argv[1] == "pipeline":
+    from transformers import pipeline
+    pipe = pipeline("image-text-to-text", model=folder)
+    print(cheap, type(pipe.model).__name__, type(pipe.processor).__name__)
+    raise SystemExit
+from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText, AutoProcessor
+print(cheap, type(AutoConfig.from_pretrained(folder)).__name__,
+      type(AutoModelForImageTextToText.from_pretrained(folder)).__name__,
+      type(AutoModelForCausalLM.from_pretrained(folder)).__name__, type(AutoProcessor.from_pretrained(folder)).__name__,
+      "longva_plugins.lmms_eval_plugin" in sys.modules)
+"""
+
+
+@pytest.mark.parametrize("order", ["plain", "qwen2_first", "processor_first", "pipeline"])
+def test_the_startup_hook_registers_longva_with_the_auto_classes(order):
+    """What an installed wheel's .pth does at interpreter start: the Auto classes (and the
+    image-text-to-text pipeline) resolve the shipped nano without the user importing
+    longva-plugins, whatever transformers module is imported first; the hook itself imports
+    neither torch nor transformers."""
+    import os
+
+    from longva_plugins.nano.checkpoint import nano_checkpoint
+
+    out = subprocess.run([sys.executable, "-c", AUTO_PROBE, order, str(nano_checkpoint())], capture_output=True,
+                         text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    words = out.stdout.split()
+    if order == "pipeline":
+        assert words == ["True", "LongVAForConditionalGeneration", "LongVAProcessor"]
+    else:
+        assert words == ["True", "LongVAConfig", "LongVAForConditionalGeneration", "LongVAForConditionalGeneration",
+                         "LongVAProcessor", "False"], "registered, and the lmms-eval integration not imported"

@@ -42,7 +42,7 @@ import time
 import numpy as np
 import torch
 
-from longva_plugins.nano.minibench import KINDS
+from longva_plugins.lmms_eval_plugin.minibench import KINDS
 
 LETTERS = string.ascii_uppercase[:4]
 #: Colour words planted for each ``--question`` (fewest, most): as many as the kind can be asked of.
@@ -76,7 +76,7 @@ class Prompts:
     """Letter-answer prompts of one question kind, every random choice from the generator given."""
 
     def __init__(self, processor, question: str):
-        from longva_plugins.nano.minibench import TEXT_FORMATS, doc_to_text_functions, task_prompt_kwargs
+        from longva_plugins.lmms_eval_plugin.minibench import TEXT_FORMATS, doc_to_text_functions, task_prompt_kwargs
         from longva_plugins.nano.text import TextNeedleTask
         from longva_plugins.vniah.scoring import POST_TEXT, PRE_TEXT
 
@@ -90,7 +90,7 @@ class Prompts:
         self.end = TextNeedleTask._one(processor, "<|im_end|>")
 
     def _question(self, rng, events: list[str]):
-        from longva_plugins.nano.minibench import Question, VideoPlan, questions_for
+        from longva_plugins.lmms_eval_plugin.minibench import Question, VideoPlan, questions_for
         from longva_plugins.nano.scenes import COLOURS
 
         if self.question not in ("lookup", "fixed"):
@@ -107,7 +107,7 @@ class Prompts:
         """One prompt after ``low``..``high`` filler words with colour words planted between them (as
         many as :data:`EVENTS` gives the question): ``(ids, answer
         index, (the task whose format it is in, question kind))``."""
-        from longva_plugins.nano.minibench import TEXT_FORMATS, question_doc
+        from longva_plugins.lmms_eval_plugin.minibench import TEXT_FORMATS, question_doc
         from longva_plugins.nano.scenes import COLOURS
         from longva_plugins.nano.text import FILLER
 
@@ -125,7 +125,7 @@ class Prompts:
     def recall(self, rng, n_options: int = 4, queries: int = 8) -> tuple[list[int], list[tuple[int, int]]]:
         """Dense option recall: ``n_options`` options in one task's option format, then ``queries`` questions
         each followed by its letter; returns the ids and ``(position predicting the letter, answer)``."""
-        from longva_plugins.nano.minibench import TEXT_FORMATS, Question, question_doc
+        from longva_plugins.lmms_eval_plugin.minibench import TEXT_FORMATS, Question, question_doc
         from longva_plugins.nano.scenes import COLOURS
 
         options = [str(c) for c in rng.permutation(list(COLOURS))[:n_options]]

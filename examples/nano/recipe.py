@@ -16,7 +16,7 @@ stage3_mc.yaml``, stage ``full``, tower frozen): questions about 12-frame synthe
 colour of framed square appears, which first, how many times, in which order) in the exact prompts
 of ``longva_videomme``, ``longva_videomme_paper``, ``longva_videomme_w_subtitle`` and
 ``longva_mlvu_dev``, answered with the option letter, mixed with text-only questions of the same
-kinds (``longva_plugins.nano.minibench``). Evaluation, all through ``lmms-eval --model longva``:
+kinds (``longva_plugins.lmms_eval_plugin.minibench``). Evaluation, all through ``lmms-eval --model longva``:
 V-NIAH with the ``nano`` needles on haystacks no stage saw -- the synthetic V-NIAH video (two seeds)
 and a video of photographs -- up to ``L_TEXT`` tokens of frames, then to 2x that (``GRID_PAST``) and
 ``vniah_gen`` (the answer generated); with ``--mc``, the four multiple-choice tasks on the mini
@@ -139,7 +139,7 @@ def mc_clips(out: Path) -> Path:
     from longva_plugins.fileio import atomic_write_text
     import numpy as np
 
-    from longva_plugins.nano.minibench import CLIP_FRAMES, CLIP_SHOT, alignment_records, text_records, write_bench
+    from longva_plugins.lmms_eval_plugin.minibench import CLIP_FRAMES, CLIP_SHOT, alignment_records, text_records, write_bench
 
     folder = out / "mc-clips"
     if not (folder / "data.json").is_file():
@@ -168,7 +168,7 @@ def stage3(out: Path, vision: Path, data: Path, label: str) -> Path:
 
 
 def mini_bench(out: Path) -> Path:
-    from longva_plugins.nano.minibench import make_mini_bench
+    from longva_plugins.lmms_eval_plugin.minibench import make_mini_bench
 
     folder = out / "mini-bench"
     if not (folder / "plans.json").is_file():
@@ -178,7 +178,7 @@ def mini_bench(out: Path) -> Path:
 
 def multiple_choice(out: Path, checkpoint: Path, bench: Path, tag: str) -> dict:
     """The four multiple-choice tasks on the mini benchmark through lmms-eval: ``{task: scores}``."""
-    from longva_plugins.nano.minibench import BENCH_MODEL_ARGS, TASKS, bench_env, bench_scores
+    from longva_plugins.lmms_eval_plugin.minibench import BENCH_MODEL_ARGS, TASKS, bench_env, bench_scores
 
     result_dir = out / "mc" / tag
     if not list(result_dir.rglob("*_results.json")):

@@ -1,7 +1,7 @@
 """longva-plugins: LongVA for lmms-eval, transformers and PEFT.
 
 Importing this package is cheap: it loads neither torch nor lmms-eval. The heavy parts live in
-sub-packages (``models``, ``adapter``, ``vniah``, ``attention``, ``training``).
+sub-packages (``models``, ``lmms_eval_plugin``, ``vniah``, ``attention``, ``training``).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ def install() -> list[str]:
     compatibility fixes for the installed lmms-eval version. Safe to call more than once.
     Returns the task folders that were added.
     """
-    from longva_plugins.lmms_eval_compat import install as _install
+    from longva_plugins.lmms_eval_plugin.entry_point import install as _install
 
     return _install()
 

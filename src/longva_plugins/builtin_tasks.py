@@ -1,28 +1,5 @@
-"""Built-in plugin: the package's own lmms-eval task folder."""
+"""Deprecated: moved to ``longva_plugins.lmms_eval_plugin.builtin_tasks``."""
 
-from __future__ import annotations
+from longva_plugins._deprecated import alias_module
 
-from pathlib import Path
-
-from longva_plugins.hookspecs import hookimpl
-
-
-def package_task_dir() -> Path:
-    """The ``tasks/`` folder shipped with the package.
-
-    In a wheel it is ``longva_plugins/tasks`` (copied there at build time); in a source checkout or
-    an editable install it is the repository's top-level ``tasks/``.
-    """
-    here = Path(__file__).resolve().parent
-    for candidate in (here / "tasks", here.parents[1] / "tasks"):
-        if candidate.is_dir():
-            return candidate
-    raise FileNotFoundError(
-        f"longva-plugins task folder not found next to {here}; reinstall the package "
-        "(pip install --force-reinstall longva-plugins)."
-    )
-
-
-@hookimpl
-def longva_task_folders():
-    return [package_task_dir()]
+alias_module(__name__, "longva_plugins.lmms_eval_plugin.builtin_tasks")

@@ -22,7 +22,7 @@ ENTRY_POINT_GROUP = hookspecs.PROJECT_NAME
 
 # The default behaviour, as ordinary plugins, registered in this order (first = consulted last).
 BUILTIN_PLUGINS: tuple[str, ...] = (
-    "longva_plugins.builtin_tasks",
+    "longva_plugins.lmms_eval_plugin.builtin_tasks",
     "longva_plugins.video.builtin",
     "longva_plugins.vniah.builtin",
     "longva_plugins.builtin_attention",

@@ -1,6 +1,6 @@
-"""Task functions of longva_videomme*; the logic lives in longva_plugins.task_utils.videomme."""
+"""Task functions of longva_videomme*; the logic lives in longva_plugins.lmms_eval_plugin.task_utils.videomme."""
 
-from longva_plugins.task_utils.videomme import (  # noqa: F401
+from longva_plugins.lmms_eval_plugin.task_utils.videomme import (  # noqa: F401
     videomme_aggregate,
     videomme_missing_videos,
     videomme_doc_to_text,

@@ -1,6 +1,6 @@
-"""Task functions of vniah / vniah_gen; the logic lives in longva_plugins.vniah.lmms_task."""
+"""Task functions of vniah / vniah_gen; the logic lives in longva_plugins.lmms_eval_plugin.task_utils.vniah."""
 
-from longva_plugins.vniah.lmms_task import (  # noqa: F401
+from longva_plugins.lmms_eval_plugin.task_utils.vniah import (  # noqa: F401
     vniah_aggregate,
     vniah_doc_to_target,
     vniah_doc_to_text,

@@ -10,7 +10,7 @@ import pytest
 pytest.importorskip("lmms_eval")
 from lmms_eval.api.instance import Instance  # noqa: E402
 
-from longva_plugins.adapter.lmms_longva import LongVA  # noqa: E402
+from longva_plugins.lmms_eval_plugin.adapter import LongVA  # noqa: E402
 from longva_plugins.errors import SettingError  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "e2e"))
@@ -19,7 +19,7 @@ from e2e_media import write_video  # noqa: E402
 
 @pytest.fixture(scope="module")
 def adapter():
-    from longva_plugins.models.longva import ensure_tiny_checkpoint
+    from longva_plugins.testing import ensure_tiny_checkpoint
 
     lm = LongVA(pretrained=str(ensure_tiny_checkpoint()), max_frames_num=2, device="cpu", truncation=True)
     lm.task_dict = {"t": {"test": {0: {"q": "x"}, 1: {"q": "y"}}}}
@@ -31,7 +31,7 @@ def _request(kind, args):
 
 
 def test_wrong_template_is_refused():
-    from longva_plugins.models.longva import ensure_tiny_checkpoint
+    from longva_plugins.testing import ensure_tiny_checkpoint
 
     with pytest.raises(SettingError, match="qwen_1_5"):
         LongVA(pretrained=str(ensure_tiny_checkpoint()), conv_template="vicuna_v1", device="cpu")
@@ -101,8 +101,9 @@ def test_batched_generation_matches_one_at_a_time(adapter):
 def test_the_checkpoint_declares_its_evaluation_defaults(monkeypatch):
     """The shipped nano says it reads the `nano` needles: with LONGVA_VNIAH_NEEDLES unset the V-NIAH
     task uses them; a user's setting still wins; a checkpoint without defaults changes nothing."""
-    from longva_plugins.adapter.lmms_longva import LongVA
-    from longva_plugins.models.longva import ensure_tiny_checkpoint, nano_checkpoint
+    from longva_plugins.lmms_eval_plugin.adapter import LongVA
+    from longva_plugins.testing import ensure_tiny_checkpoint
+    from longva_plugins.nano.checkpoint import nano_checkpoint
     from longva_plugins.vniah.grid import env_settings
 
     monkeypatch.delenv("LONGVA_VNIAH_NEEDLES", raising=False)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from longva_plugins.adapter.lmms_longva import MODEL_ARGS
-from longva_plugins.adapter.settings import check_settings, parse_bool, stop_token_ids
+from longva_plugins.lmms_eval_plugin.adapter import MODEL_ARGS
+from longva_plugins.lmms_eval_plugin.settings import check_settings, parse_bool, stop_token_ids
 from longva_plugins.errors import SampleError, SettingError, VideoDecodeError
 
 GOOD = dict(conv_template="qwen_1_5", batch_size=1, max_frames_num=32, max_fps=None, video_decode_backend=None,
@@ -100,8 +100,8 @@ def test_stop_ids_include_every_end_id_of_the_generation_config():
 def test_vniah_cells_satisfy_the_adapter_protocol():
     """The adapter <-> V-NIAH contract is a typed Protocol: a V-NIAH cell is a visual that scores
     itself; a plain path is neither kind."""
-    from longva_plugins.adapter.protocols import EmbedsItself, ScoresItself
-    from longva_plugins.vniah.lmms_task import VNIAHVisual
+    from longva_plugins.lmms_eval_plugin.protocols import EmbedsItself, ScoresItself
+    from longva_plugins.lmms_eval_plugin.task_utils.vniah import VNIAHVisual
 
     cell = VNIAHVisual({"frames": 4, "depth": 0.5, "needle_index": 0}, "/tmp/cell.mp4")
     assert isinstance(cell, ScoresItself) and isinstance(cell, EmbedsItself)

@@ -86,7 +86,8 @@ def test_ring_step_gradients_from_the_final_output_add_up(monkeypatch):
 def test_longva_causal_attention_equals_sdpa_in_a_model_with_a_kv_cache():
     """The adapter's CPU default: chunked prefill over a cache and decode equal transformers' sdpa."""
     import longva_plugins.attention  # noqa: F401  (registers longva_causal)
-    from longva_plugins.models.longva import LongVAForCausalLM, make_tiny_checkpoint
+    from longva_plugins.models.longva import LongVAForCausalLM
+    from longva_plugins.testing import make_tiny_checkpoint
 
     import tempfile
 

@@ -47,7 +47,8 @@ def _worker(rank, store, out_dir):
             dist.all_reduce(g)
         torch.save({"logits": logits.detach(), "loss": loss.detach(), "grads": grads}, os.path.join(out_dir, f"qwen_{rank}.pt"))
 
-        from longva_plugins.models.longva import LongVAForCausalLM, ensure_tiny_checkpoint
+        from longva_plugins.models.longva import LongVAForCausalLM
+        from longva_plugins.testing import ensure_tiny_checkpoint
 
         lv = LongVAForCausalLM.from_pretrained(ensure_tiny_checkpoint(os.environ["LONGVA_TEST_CACHE"]),
                                                attn_implementation=ZIGZAG, torch_dtype=torch.float64)
@@ -67,7 +68,8 @@ def _worker(rank, store, out_dir):
 
 def test_sequence_parallel_matches_single_process(tmp_path, monkeypatch):
     from longva_plugins.attention.sequence_parallel import shard_batch, zigzag_unshard
-    from longva_plugins.models.longva import LongVAForCausalLM, LongVAProcessor, ensure_tiny_checkpoint
+    from longva_plugins.models.longva import LongVAForCausalLM, LongVAProcessor
+    from longva_plugins.testing import ensure_tiny_checkpoint
 
     cache = tmp_path / "cache"
     monkeypatch.setenv("LONGVA_TEST_CACHE", str(cache))

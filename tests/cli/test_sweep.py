@@ -12,7 +12,7 @@ import pytest
 
 from longva_plugins.cli import main, sweep
 from longva_plugins.errors import SettingError
-from longva_plugins.task_utils.frame_sweep import collect
+from longva_plugins.lmms_eval_plugin.task_utils.frame_sweep import collect
 
 # The task-utils tests' data helpers (official-schema rows, tiny videos, results files).
 sys.path.insert(0, str(Path(__file__).parents[1] / "task_utils"))
@@ -123,7 +123,7 @@ def test_running_needs_a_checkpoint(tmp_path, capsys):
 @pytest.mark.slow
 def test_sweep_runs_lmms_eval_at_two_frame_counts(tmp_path, monkeypatch):
     """A real sweep: lmms-eval --model longva on the tiny checkpoint, longva_videomme on local data."""
-    from longva_plugins.models.longva import ensure_tiny_checkpoint
+    from longva_plugins.testing import ensure_tiny_checkpoint
 
     rows = [videomme_row(0, "short"), videomme_row(1, "long"), videomme_row(2, "long")]
     for row in rows[:2]:  # vid2 is missing

@@ -7,6 +7,6 @@ import pytest
 
 @pytest.fixture(scope="session")
 def tiny_checkpoint():
-    from longva_plugins.models.longva import ensure_tiny_checkpoint
+    from longva_plugins.testing import ensure_tiny_checkpoint
 
     return ensure_tiny_checkpoint()

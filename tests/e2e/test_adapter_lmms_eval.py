@@ -46,7 +46,7 @@ def task_dir(tmp_path_factory):
 
 def _check_outputs(out: Path):
     results = read_results(out)
-    assert results["config"]["model_backend"].startswith("longva_plugins.adapter.lmms_longva.LongVA")
+    assert results["config"]["model_backend"].startswith("longva_plugins.lmms_eval_plugin.adapter.LongVA")
     assert set(TASKS.split(",")) <= set(results["results"])
     video = read_samples(out, "e2e_video_gen")
     assert sorted(s["doc_id"] for s in video) == list(range(N_VIDEO_DOCS)), "every doc answered exactly once"

@@ -119,7 +119,7 @@ def test_two_processes_sharing_one_cache_dir_agree_with_a_lone_run(tiny_checkpoi
     """Two V-NIAH runs at once on one V-NIAH cache and one package cache (the tiny checkpoint is
     installed by both at the same moment): no crash, no corrupt entry, the lone run's results."""
     cache, package_cache = tmp_path / "cache", tmp_path / "package-cache"
-    script = ("import sys; from longva_plugins.models.longva import ensure_tiny_checkpoint; "
+    script = ("import sys; from longva_plugins.testing import ensure_tiny_checkpoint; "
               "print(ensure_tiny_checkpoint(sys.argv[1]))")
     installs = [subprocess.Popen([sys.executable, "-c", script, str(package_cache)], stdout=subprocess.PIPE, text=True,
                                  env=offline_env()) for _ in range(2)]

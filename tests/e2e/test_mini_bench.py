@@ -10,7 +10,7 @@ pytestmark = pytest.mark.slow
 
 
 def test_mini_bench_runs_in_every_task_with_the_training_prompts(tiny_checkpoint, tmp_path):
-    from longva_plugins.nano.minibench import TASKS, bench_env, bench_scores, make_mini_bench, task_prompts
+    from longva_plugins.lmms_eval_plugin.minibench import TASKS, bench_env, bench_scores, make_mini_bench, task_prompts
 
     bench = tmp_path / "bench"
     make_mini_bench(bench, videos_per_duration=1, seed=4242, durations={"short": 8, "medium": 12, "long": 16})

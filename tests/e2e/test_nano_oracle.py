@@ -17,7 +17,7 @@ GRID = "frames=10:250:80;depths=0,0.5,1"
 
 @pytest.fixture(scope="module")
 def nano():
-    from longva_plugins.models.longva.nano import nano_checkpoint
+    from longva_plugins.nano.checkpoint import nano_checkpoint
 
     return nano_checkpoint()
 

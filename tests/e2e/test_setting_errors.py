@@ -12,7 +12,7 @@ import pytest
 from e2e_media import write_video
 from e2e_utils import offline_env
 
-from longva_plugins.lmms_eval_compat import SETTING_ERROR_EXIT_STATUS
+from longva_plugins.lmms_eval_plugin.compat import SETTING_ERROR_EXIT_STATUS
 
 pytestmark = pytest.mark.slow
 

@@ -55,7 +55,7 @@ def fresh_env(tmp_path_factory):
 def test_wheel_ships_the_task_folder(fresh_env):
     python, site, _ = fresh_env
     out = _run([str(python), "-c",
-                "import longva_plugins, longva_plugins.builtin_tasks as b; print(longva_plugins.__file__); print(b.package_task_dir())"])
+                "import longva_plugins, longva_plugins.lmms_eval_plugin.builtin_tasks as b; print(longva_plugins.__file__); print(b.package_task_dir())"])
     module_file, task_dir = out.stdout.split()
     assert module_file.startswith(str(site)), f"imported {module_file}, not the wheel in {site}"
     assert task_dir.startswith(str(site)) and Path(task_dir).is_dir()
@@ -67,14 +67,20 @@ def test_wheel_ships_the_task_folder(fresh_env):
 
 def test_wheel_carries_longva_nano(fresh_env):
     python, site, _ = fresh_env
-    out = _run([str(python), "-c", "from longva_plugins.models.longva import nano_checkpoint; print(nano_checkpoint())"])
+    out = _run([str(python), "-c", "from longva_plugins.nano.checkpoint import nano_checkpoint; print(nano_checkpoint())"])
     folder = Path(out.stdout.strip())
     assert str(folder).startswith(str(site)), f"{folder} is not inside the installed wheel"
     assert {"config.json", "model.safetensors", "tokenizer.json"} <= {p.name for p in folder.iterdir()}
+    # the start-up hook (.pth) registers LongVA with transformers' Auto classes: no import of ours
+    code = ("import sys; from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor; "
+            "f = sys.argv[1]; print(type(AutoConfig.from_pretrained(f)).__name__, "
+            "type(AutoModelForImageTextToText.from_pretrained(f)).__name__, type(AutoProcessor.from_pretrained(f)).__name__)")
+    out = _run([str(python), "-c", code, str(folder)], env={**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": ""})
+    assert out.stdout.split()[-3:] == ["LongVAConfig", "LongVAForConditionalGeneration", "LongVAProcessor"]
 
 
 def test_lmms_eval_runs_package_and_plugin_tasks_from_the_wheel(fresh_env, tmp_path):
-    from longva_plugins.models.longva import ensure_tiny_checkpoint
+    from longva_plugins.testing import ensure_tiny_checkpoint
 
     python, site, _ = fresh_env
     checkpoint = ensure_tiny_checkpoint()
@@ -90,7 +96,7 @@ def test_lmms_eval_runs_package_and_plugin_tasks_from_the_wheel(fresh_env, tmp_p
     results_files = glob.glob(str(out_dir / "**" / "*_results.json"), recursive=True)
     assert len(results_files) == 1, results_files
     results = json.loads(Path(results_files[0]).read_text())
-    assert results["config"]["model_backend"].startswith("longva_plugins.adapter.lmms_longva.LongVA")
+    assert results["config"]["model_backend"].startswith("longva_plugins.lmms_eval_plugin.adapter.LongVA")
     assert {"vniah", "longva_example_qa"} <= set(results["results"])
     samples = glob.glob(str(out_dir / "**" / "*_samples_longva_example_qa.jsonl"), recursive=True)
     assert samples and Path(samples[0]).read_text().strip(), "no logged sample for the plugin task"

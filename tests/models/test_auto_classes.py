@@ -15,7 +15,8 @@ GOLDEN = Path(__file__).resolve().parents[1] / "fixtures" / "longva_tiny_a"
 
 
 def _checkpoints():
-    from longva_plugins.models.longva import ensure_tiny_checkpoint, nano_checkpoint
+    from longva_plugins.testing import ensure_tiny_checkpoint
+    from longva_plugins.nano.checkpoint import nano_checkpoint
 
     return {"nano": nano_checkpoint(), "tiny": ensure_tiny_checkpoint(), "golden": str(GOLDEN)}
 
@@ -46,7 +47,8 @@ def test_auto_processor_and_vocabulary_guard_from_the_checkpoint():
     tokenizer's length, set at load (never by hand)."""
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    from longva_plugins.models.longva import LongVAProcessor, nano_checkpoint
+    from longva_plugins.models.longva import LongVAProcessor
+    from longva_plugins.nano.checkpoint import nano_checkpoint
 
     processor = AutoProcessor.from_pretrained(nano_checkpoint())
     assert isinstance(processor, LongVAProcessor)
@@ -75,7 +77,8 @@ def test_a_qwen2_typed_checkpoint_loads_through_the_class_and_says_why_auto_cann
     the reason the Auto classes give transformers' Qwen2 instead, and the two ways out."""
     import logging
 
-    from longva_plugins.models.longva import LongVAForConditionalGeneration, ensure_tiny_checkpoint
+    from longva_plugins.models.longva import LongVAForConditionalGeneration
+    from longva_plugins.testing import ensure_tiny_checkpoint
 
     folder = tmp_path / "qwen2-typed"
     shutil.copytree(ensure_tiny_checkpoint(), folder)

@@ -14,7 +14,7 @@ from PIL import Image
 def nano():
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    from longva_plugins.models.longva import nano_checkpoint
+    from longva_plugins.nano.checkpoint import nano_checkpoint
 
     return AutoModelForImageTextToText.from_pretrained(nano_checkpoint()), AutoProcessor.from_pretrained(nano_checkpoint())
 
@@ -135,7 +135,7 @@ def test_chat_messages_render_the_reference_prompt_and_tokenize_with_their_visua
 def test_image_text_to_text_pipeline_runs_on_images(nano):
     from transformers import pipeline
 
-    from longva_plugins.models.longva import nano_checkpoint
+    from longva_plugins.nano.checkpoint import nano_checkpoint
 
     model, processor = nano
     image = _image(7)

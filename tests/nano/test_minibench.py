@@ -34,8 +34,8 @@ def _truth(plans, video, kind, question_text, options):
 def test_tasks_load_the_layouts_and_every_answer_follows_from_the_video(bench, monkeypatch):
     import json
 
-    from longva_plugins.task_utils.mlvu import answer_letter, mlvu_process_docs
-    from longva_plugins.task_utils.videomme import load_docs, video_timing, videomme_doc_to_visual
+    from longva_plugins.lmms_eval_plugin.task_utils.mlvu import answer_letter, mlvu_process_docs
+    from longva_plugins.lmms_eval_plugin.task_utils.videomme import load_docs, video_timing, videomme_doc_to_visual
 
     for key, value in mb.bench_env(bench).items():
         monkeypatch.setenv(key, value)
@@ -60,7 +60,7 @@ def test_tasks_load_the_layouts_and_every_answer_follows_from_the_video(bench, m
 
 
 def test_alignment_prompts_are_the_tasks_own_doc_to_text(bench):
-    from longva_plugins.task_utils.videomme import OPTION_PROMPT, SUBTITLES_HEADER
+    from longva_plugins.lmms_eval_plugin.task_utils.videomme import OPTION_PROMPT, SUBTITLES_HEADER
 
     prompts = mb.task_prompts(bench)
     by_task = {}

@@ -78,7 +78,7 @@ def test_each_stage_runs_a_few_steps(tmp_path):
     assert changed and all("mm_projector" in k for k in changed), "stage 2 trains the projector only"
     # stage 3: multiple-choice clips in the four tasks' prompt formats, `longva-plugins train` with the recipe's config
     from longva_plugins.nano.build import merge_full_weights
-    from longva_plugins.nano.minibench import CLIP_FRAMES, CLIP_SHOT, alignment_records, write_bench
+    from longva_plugins.lmms_eval_plugin.minibench import CLIP_FRAMES, CLIP_SHOT, alignment_records, write_bench
 
     write_bench(tmp_path / "clips", 0, {"short": 3}, {"short": CLIP_FRAMES}, CLIP_SHOT, pool=4)
     records = alignment_records(tmp_path / "clips", 0)

@@ -106,8 +106,8 @@ def test_probe_kinds_prompts_hold_the_right_answer(probe, processor, question):
 def test_probe_prompts_are_the_tasks_doc_to_text(probe, processor):
     """The text after the haystack is exactly a task's ``doc_to_text`` of the question (no template
     of the probe's own), in each of the three formats."""
-    from longva_plugins.nano.minibench import task_prompt_kwargs
-    from longva_plugins.task_utils import mlvu, videomme
+    from longva_plugins.lmms_eval_plugin.minibench import task_prompt_kwargs
+    from longva_plugins.lmms_eval_plugin.task_utils import mlvu, videomme
     from longva_plugins.vniah.scoring import POST_TEXT
 
     prompts = probe.Prompts(processor, "lookup")

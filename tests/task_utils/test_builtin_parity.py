@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 from videobench_data import mlvu_row, videomme_row
 
-from longva_plugins.task_utils import mlvu, videomme
+from longva_plugins.lmms_eval_plugin.task_utils import mlvu, videomme
 
 RESPONSES = [
     "B", "b", "  c  ", "(B)", "B.", "B) Red.", "The correct option is (b).", "The answer is C.",

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from longva_plugins.errors import DataError, SettingError
-from longva_plugins.task_utils.common import (
+from longva_plugins.lmms_eval_plugin.task_utils.common import (
     accuracy_by,
     extract_choice,
     failure_report,

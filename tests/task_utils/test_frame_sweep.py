@@ -9,7 +9,7 @@ import pytest
 from videobench_data import write_results_file
 
 from longva_plugins.errors import DataError, SettingError
-from longva_plugins.task_utils import frame_sweep
+from longva_plugins.lmms_eval_plugin.task_utils import frame_sweep
 
 TASK = "longva_videomme"
 

@@ -8,7 +8,7 @@ import pytest
 from videobench_data import videomme_row, write_video
 
 from longva_plugins.errors import DataError
-from longva_plugins.task_utils import videomme
+from longva_plugins.lmms_eval_plugin.task_utils import videomme
 
 BUILTIN_KWARGS = {
     "pre_prompt": "",

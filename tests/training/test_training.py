@@ -19,7 +19,8 @@ from e2e_media import write_image, write_video  # noqa: E402
 
 @pytest.fixture(scope="module")
 def tiny():
-    from longva_plugins.models.longva import LongVAProcessor, ensure_tiny_checkpoint
+    from longva_plugins.models.longva import LongVAProcessor
+    from longva_plugins.testing import ensure_tiny_checkpoint
 
     path = ensure_tiny_checkpoint()
     return path, LongVAProcessor.from_pretrained(path)

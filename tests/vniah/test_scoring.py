@@ -108,7 +108,8 @@ def test_synthetic_haystack_is_deterministic_and_varies():
 
 @pytest.fixture(scope="module")
 def tiny():
-    from longva_plugins.models.longva import LongVAProcessor, ensure_tiny_checkpoint
+    from longva_plugins.models.longva import LongVAProcessor
+    from longva_plugins.testing import ensure_tiny_checkpoint
 
     path = ensure_tiny_checkpoint()
     return LongVAForCausalLM.from_pretrained(path), LongVAProcessor.from_pretrained(path)
@@ -295,7 +296,8 @@ def _sequence_parallel_worker(rank, out_dir):
     import torch.distributed as dist
 
     from longva_plugins.attention import SHARDED_KV
-    from longva_plugins.models.longva import LongVAProcessor, ensure_tiny_checkpoint
+    from longva_plugins.models.longva import LongVAProcessor
+    from longva_plugins.testing import ensure_tiny_checkpoint
 
     path = ensure_tiny_checkpoint()
     model = LongVAForCausalLM.from_pretrained(path, attn_implementation=SHARDED_KV)

@@ -1,1 +1,1 @@
-"""lmms-eval model adapter for LongVA."""
+"""Deprecated: the lmms-eval model adapter moved to ``longva_plugins.lmms_eval_plugin``."""

@@ -21,10 +21,10 @@ def _run(args) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from longva_plugins.models.longva import ensure_tiny_checkpoint
-    from longva_plugins.models.longva.nano import nano_checkpoint
+    from longva_plugins.testing import ensure_tiny_checkpoint
+    from longva_plugins.nano.checkpoint import nano_checkpoint
     from longva_plugins.nano.report import by_frames
-    from longva_plugins.task_utils.common import side_output_dir
+    from longva_plugins.lmms_eval_plugin.task_utils.common import side_output_dir
     from longva_plugins.vniah.results import load_scores
 
     console = Console()
@@ -78,9 +78,9 @@ def _run_bench(args) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from longva_plugins.models.longva import ensure_tiny_checkpoint
-    from longva_plugins.models.longva.nano import nano_checkpoint
-    from longva_plugins.nano.minibench import BENCH_MODEL_ARGS, bench_env, bench_scores, make_mini_bench
+    from longva_plugins.testing import ensure_tiny_checkpoint
+    from longva_plugins.nano.checkpoint import nano_checkpoint
+    from longva_plugins.lmms_eval_plugin.minibench import BENCH_MODEL_ARGS, bench_env, bench_scores, make_mini_bench
 
     console = Console()
     checkpoint = Path(args.pretrained) if args.pretrained else ensure_tiny_checkpoint() if args.tiny else nano_checkpoint()

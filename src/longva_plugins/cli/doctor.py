@@ -6,7 +6,7 @@ import importlib
 import importlib.metadata
 from dataclasses import dataclass
 
-from longva_plugins.lmms_eval_compat import SUPPORTED_LMMS_EVAL
+from longva_plugins.lmms_eval_plugin.compat import SUPPORTED_LMMS_EVAL
 
 
 @dataclass
@@ -84,7 +84,7 @@ def _video_checks() -> list[Check]:
 def _wiring_checks() -> list[Check]:
     checks: list[Check] = []
     try:
-        from longva_plugins.lmms_eval_compat import filelock_problem
+        from longva_plugins.lmms_eval_plugin.compat import filelock_problem
 
         problem = filelock_problem()
     except Exception as exc:
@@ -99,7 +99,7 @@ def _wiring_checks() -> list[Check]:
               "reinstall longva-plugins (pip install --force-reinstall --no-deps longva-plugins)")
     )
     try:
-        from longva_plugins import lmms_eval_compat as compat
+        from longva_plugins.lmms_eval_plugin import compat
 
         folders = compat.plugin_task_folders()
         checks.append(Check("task folders", bool(folders), "; ".join(folders) or "none", "reinstall longva-plugins"))

@@ -1,5 +1,5 @@
 """``longva-plugins make-mini-bench DIR``: a mini Video-MME and MLVU of synthetic videos, in the real
-data layouts, that LongVA-nano can answer (see :mod:`longva_plugins.nano.minibench`)."""
+data layouts, that LongVA-nano can answer (see :mod:`longva_plugins.lmms_eval_plugin.minibench`)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ def _run(args) -> int:
     from rich.console import Console
 
     from longva_plugins.errors import SettingError
-    from longva_plugins.nano.minibench import make_mini_bench
+    from longva_plugins.lmms_eval_plugin.minibench import make_mini_bench
 
     if args.videos < 1:
         raise SettingError(f"--videos must be at least 1; got {args.videos}")
@@ -25,7 +25,7 @@ def _run(args) -> int:
 
 
 def register(subparsers) -> None:
-    from longva_plugins.nano.minibench import BENCH_SEED
+    from longva_plugins.lmms_eval_plugin.minibench import BENCH_SEED
 
     parser = subparsers.add_parser("make-mini-bench",
                                    help="write a mini Video-MME + MLVU of synthetic videos (real layouts) into DIR")

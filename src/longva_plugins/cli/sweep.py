@@ -3,7 +3,7 @@
 Runs ``lmms-eval --model longva`` once per frame count (``max_frames_num=N``) into
 ``OUTPUT/frames_N`` (a subprocess each, its log beside it), then writes ``sweep.md``, ``sweep.csv``,
 ``sweep.json`` and ``sweep.png`` from the individual results files
-(:mod:`longva_plugins.task_utils.frame_sweep`). ``--from-results DIR...`` only redraws from existing
+(:mod:`longva_plugins.lmms_eval_plugin.task_utils.frame_sweep`). ``--from-results DIR...`` only redraws from existing
 lmms-eval output folders; the frame count of each run is read from its recorded ``model_args``.
 """
 
@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from longva_plugins.errors import SettingError
-from longva_plugins.task_utils.frame_sweep import (
+from longva_plugins.lmms_eval_plugin.task_utils.frame_sweep import (
     cell,
     collect,
     fmt_value,

@@ -6,7 +6,7 @@ from __future__ import annotations
 def _run(args) -> int:
     from rich.console import Console
 
-    from longva_plugins.models.longva import make_tiny_checkpoint
+    from longva_plugins.testing import make_tiny_checkpoint
 
     path = make_tiny_checkpoint(args.directory, seed=args.seed, num_shards=args.shards)
     files = sorted(p.name for p in path.iterdir())

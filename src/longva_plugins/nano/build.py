@@ -1,7 +1,7 @@
 """Building LongVA-nano: the tokenizer (trained on the nano text corpus), the untrained checkpoint
 the recipe (``examples/nano/``) starts from, merging a stage's weights, saving and installing
 checkpoints. The shipped, trained checkpoint is located by
-:func:`longva_plugins.models.longva.nano_checkpoint`."""
+:func:`longva_plugins.nano.checkpoint.nano_checkpoint`."""
 
 from __future__ import annotations
 
@@ -9,12 +9,12 @@ import os
 from pathlib import Path
 
 from longva_plugins.errors import CheckpointError
-from longva_plugins.models.longva.nano import NANO_POOL_STRIDE, NANO_TEXT, NANO_TOWER, NANO_VISION, SHIPPED
+from longva_plugins.nano.checkpoint import NANO_POOL_STRIDE, NANO_TEXT, NANO_TOWER, NANO_VISION, SHIPPED
 
 
 def nano_tokenizer():
     """The nano BPE: prompt pieces, filler and colour words are single tokens."""
-    from longva_plugins.models.longva.tiny import build_tiny_tokenizer
+    from longva_plugins.testing import build_tiny_tokenizer
     from longva_plugins.nano.text import corpus
 
     return build_tiny_tokenizer(vocab_size=NANO_TEXT["vocab_size"] - 3, corpus=corpus())
@@ -31,7 +31,7 @@ def make_nano_init(out_dir: str | os.PathLike, seed: int = 0) -> Path:
     import json
 
     from longva_plugins.fileio import atomic_write_text
-    from longva_plugins.models.longva.tiny import make_tiny_checkpoint
+    from longva_plugins.testing import make_tiny_checkpoint
 
     path = make_tiny_checkpoint(out_dir, seed=seed, num_shards=1, tokenizer=nano_tokenizer(), vision=NANO_VISION,
                                 unit_scale=False, tower_name=NANO_TOWER, pool_stride=NANO_POOL_STRIDE, **NANO_TEXT)
@@ -100,9 +100,7 @@ def install_nano(checkpoint: str | os.PathLike) -> Path:
 
     from longva_plugins.fileio import atomic_directory
 
-    import longva_plugins.models.longva as package
-
-    target = Path(package.__file__).resolve().parent / SHIPPED
+    target = Path(__file__).resolve().parent / SHIPPED
     with atomic_directory(target) as tmp:
         shutil.copytree(checkpoint, tmp, dirs_exist_ok=True)
     return target

@@ -1,1 +1,1 @@
-"""Importable logic behind the shipped lmms-eval task folders (``tasks/``): Video-MME and MLVU."""
+"""Deprecated: the task functions moved to ``longva_plugins.lmms_eval_plugin.task_utils``."""

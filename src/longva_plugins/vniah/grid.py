@@ -83,7 +83,7 @@ def env_settings() -> dict:
     """The V-NIAH configuration from the environment (documented in the README); where a variable
     is unset, the evaluated checkpoint's ``eval_defaults`` (``vniah_grid``, ``vniah_haystack``,
     ``vniah_needles``), then the package defaults."""
-    from longva_plugins.task_utils.common import setting
+    from longva_plugins.lmms_eval_plugin.task_utils.common import setting
 
     return {
         "grid": setting("vniah_grid", "small"),
