@@ -57,17 +57,19 @@ def main():
     parser.add_argument("--output", default="outputs/lora-example")
     args = parser.parse_args()
     from longva_plugins.testing import ensure_tiny_checkpoint
-    from longva_plugins.training.config import LongVATrainingConfig
+    from longva_plugins.training.config import parse_training_config
     from longva_plugins.training.run import train
 
     out = Path(args.output)
     data = make_dataset(out / "data")
-    config = LongVATrainingConfig(model_name_or_path=str(ensure_tiny_checkpoint()), data_path=str(data),
-                                  output_dir=str(out / "adapter"), stage="lora", lora_r=8, lora_alpha=16,
-                                  max_steps=args.steps, learning_rate=5e-3, max_frames=4)
-    train(config)
-    print(f"adapter saved to {config.output_dir}; evaluate it with:\n  lmms-eval eval --model longva --model_args "
-          f"pretrained={config.model_name_or_path},peft={config.output_dir} --tasks vniah --limit 5")
+    # LongVA's keys and any transformers.TrainingArguments key, over LLaVA's defaults
+    config, training_args = parse_training_config({
+        "model_name_or_path": str(ensure_tiny_checkpoint()), "data_path": str(data), "stage": "lora", "lora_r": 8,
+        "lora_alpha": 16, "max_frames": 4, "output_dir": str(out / "adapter"), "max_steps": args.steps,
+        "learning_rate": 5e-3, "save_steps": 10})
+    train(config, training_args)
+    print(f"adapter saved to {training_args.output_dir}; evaluate it with:\n  lmms-eval eval --model longva --model_args "
+          f"pretrained={config.model_name_or_path},peft={training_args.output_dir} --tasks vniah --limit 5")
 
 
 if __name__ == "__main__":

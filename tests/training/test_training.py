@@ -1,4 +1,6 @@
-"""Training on the tiny checkpoint: template masks, LoRA, saving/merging, hooks on a foreign Trainer."""
+"""Training on the tiny checkpoint: template masks, the config surface (LongVA + TrainingArguments),
+the standard forward's batches, LoRA, precision, gradient checkpointing, saving/merging, hooks on a
+foreign Trainer."""
 
 from __future__ import annotations
 
@@ -10,8 +12,8 @@ import pytest
 import torch
 
 from longva_plugins.errors import DataError, SettingError
-from longva_plugins.training.config import LongVATrainingConfig
-from longva_plugins.training.data import IGNORE_INDEX, LLaVAConversationDataset, build_inputs, tokenize_conversation
+from longva_plugins.training.config import LongVATrainingConfig, parse_training_config
+from longva_plugins.training.data import IGNORE_INDEX, DataCollatorForLongVA, LLaVAConversationDataset, tokenize_conversation
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "e2e"))
 from e2e_media import write_image, write_video  # noqa: E402
@@ -80,33 +82,121 @@ def test_config_checks_fields_together():
         LongVATrainingConfig("m", "d", stage="nope")
     # LLaVA's mm_tunable_parts="mm_vision_tower,mm_mlp_adapter": the projector stage may train the tower too
     assert LongVATrainingConfig("m", "d", stage="projector", tune_vision_tower=True).tune_vision_tower
-    assert LongVATrainingConfig("m", "d", stage="projector").learning_rate == 1e-3
+    with pytest.raises(SettingError, match="model_name_or_path is not set"):
+        LongVATrainingConfig().check_complete()
+
+
+def test_config_takes_every_training_argument_over_llava_defaults():
+    config, args = parse_training_config({"model_name_or_path": "m", "data_path": "d", "stage": "projector",
+                                          "max_steps": 3, "save_total_limit": 2},
+                                         ["--learning_rate", "1e-4", "--per_device_train_batch_size", "2", "--bf16", "false"])
+    assert (config.stage, args.max_steps, args.save_total_limit, args.per_device_train_batch_size) == ("projector", 3, 2, 2)
+    assert args.learning_rate == 1e-4 and not args.bf16, "the command line wins over the file"
+    assert args.lr_scheduler_type.value == "cosine" and args.warmup_steps == 0.03 and args.weight_decay == 0.0
+    assert args.save_strategy == "steps" and args.report_to == [] and args.remove_unused_columns is False
+    _, args = parse_training_config({"model_name_or_path": "m", "data_path": "d", "stage": "projector"})
+    assert args.learning_rate == 1e-3, "the stage's LLaVA learning rate where none is set"
+    _, args = parse_training_config({"lr_scheduler_type": "constant", "warmup_steps": 0})
+    assert args.lr_scheduler_type.value == "constant" and args.warmup_steps == 0
+
+
+@pytest.mark.parametrize("data,argv,message", [
+    ({"learnign_rate": 1e-4}, [], r"unknown key 'learnign_rate'; did you mean 'learning_rate'\?"),
+    ({}, ["--lora_rr", "8"], r"unknown key 'lora_rr'; did you mean 'lora_r'\?"),
+    ({"warmup_ratio": 0.03}, [], r"'warmup_ratio'; did you mean 'warmup_steps'"),
+    ({}, ["--max_steps", "many"], r"--max_steps.*invalid int value: 'many'"),
+    ({"lr_scheduler_type": "cosinus"}, [], r"cosinus is not a valid SchedulerType"),
+    ({"on_bad_sample": "ignore"}, [], r"on_bad_sample='ignore' is not allowed"),
+])
+def test_a_wrong_setting_is_refused_naming_it(data, argv, message):
+    with pytest.raises(SettingError, match=message):
+        parse_training_config(data, argv)
 
 
 def _config(tiny, dataset_file, tmp_path, **kw):
     path, _ = tiny
     base = dict(model_name_or_path=str(path), data_path=str(dataset_file), output_dir=str(tmp_path / "out"),
                 stage="lora", lora_r=8, lora_alpha=16, lora_dropout=0.0, max_steps=12, learning_rate=5e-3,
-                max_frames=2, group_by_modality_length=True)
+                max_frames=2, group_by_modality_length=True, lr_scheduler_type="constant", warmup_steps=0,
+                save_strategy="no")
     base.update(kw)
-    return LongVATrainingConfig(**base)
+    return parse_training_config(base)
+
+
+def _batch(trainer):
+    dataset = trainer.train_dataset
+    return trainer.data_collator([dataset[i] for i in range(len(dataset))])
+
+
+def test_batches_are_the_standard_forward_inputs_equal_to_the_long_video_path(tiny, dataset_file):
+    """The collated batch drives ``model(**batch)``; its loss equals the one of each sample built by
+    hand on the long-video path (embed_multimodal over encoded visuals), token for token."""
+    from longva_plugins.models.longva import LongVAForConditionalGeneration
+
+    path, processor = tiny
+    dataset = LLaVAConversationDataset(dataset_file, processor, max_frames=2)
+    examples = [dataset[i] for i in range(len(dataset))]
+    batch = DataCollatorForLongVA(processor.pad_token_id)(examples)
+    assert [e["modality"] for e in examples] == ["image", "video", "text"]
+    assert set(batch) == {"input_ids", "labels", "attention_mask", "pixel_values", "image_grids",
+                          "pixel_values_videos", "video_grids"}
+    model = LongVAForConditionalGeneration.from_pretrained(path).eval()
+    with torch.no_grad():
+        loss = model(**batch).loss
+        total, count = 0.0, 0
+        for example in examples:
+            ids, labels = tokenize_conversation(processor, dataset.records[examples.index(example)]["conversations"])
+            visual = []
+            if "pixel_values" in example:
+                visual = [model.encode_anyres(example["pixel_values"], tuple(example["image_grids"][0].tolist()))]
+            elif "pixel_values_videos" in example:
+                visual = [model.encode_video(example["pixel_values_videos"])]
+            embeds = model.embed_multimodal(ids, visual)
+            expanded = torch.cat([torch.full((v.shape[0],), IGNORE_INDEX) for v in visual] or [torch.empty(0, dtype=torch.long)])
+            where = (ids == -200).nonzero().flatten().tolist()
+            full = torch.cat([labels[:where[0]], expanded, labels[where[0] + 1:]]) if where else labels
+            assert torch.equal(full, example["labels"])
+            logits = model(inputs_embeds=embeds).logits[0, :-1]
+            target = full[1:]
+            keep = target != IGNORE_INDEX
+            total += torch.nn.functional.cross_entropy(logits[keep].float(), target[keep], reduction="sum").item()
+            count += int(keep.sum())
+    assert abs(loss.item() - total / count) < 1e-4, (loss.item(), total / count)
+
+
+def test_a_sample_longer_than_model_max_length_is_skipped_by_id_or_stops(tiny, dataset_file, caplog):
+    """Never truncated: skipped by id (the next sample is served, the skip logged and counted)
+    or, with on_bad_sample=error, the run stops naming the sample."""
+    _, processor = tiny
+    dataset = LLaVAConversationDataset(dataset_file, processor, max_frames=2, model_max_length=60)
+    lengths = {}
+    for i in range(len(dataset)):
+        example = dataset[i]
+        lengths[i] = example["input_ids"].shape[0]
+    assert all(n <= 60 for n in lengths.values())
+    assert {i for i, _ in dataset.skipped} >= {"img", "vid"}, dataset.skipped
+    assert "exceed model_max_length=60" in caplog.text
+    good = dataset_file.parent / "good.json"
+    good.write_text(json.dumps(dataset.records))
+    strict = LLaVAConversationDataset(good, processor, max_frames=2, model_max_length=60, on_bad_sample="error")
+    with pytest.raises(DataError, match=r"sample img: \d+ tokens .* exceed model_max_length=60"):
+        strict[0]
 
 
 def test_lora_run_lowers_loss_and_trains_only_lora_and_projector(tiny, dataset_file, tmp_path):
     from longva_plugins.models.longva import LongVAForCausalLM
-    from longva_plugins.training.data import collate
     from longva_plugins.training.run import build_trainer
 
-    config = _config(tiny, dataset_file, tmp_path)
-    trainer = build_trainer(config)
+    config, args = _config(tiny, dataset_file, tmp_path)
+    trainer = build_trainer(config, args)
     model = trainer.model
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    batch = collate([trainer.train_dataset[i] for i in range(len(trainer.train_dataset))])
+    batch = _batch(trainer)
     with torch.no_grad():
-        loss_before = trainer.compute_loss(model, batch).item()
+        loss_before = model(**batch).loss.item()
     trainer.train()
     with torch.no_grad():
-        loss_after = trainer.compute_loss(model.eval(), batch).item()
+        loss_after = model.eval()(**batch).loss.item()
     assert loss_after < loss_before, (loss_before, loss_after)
     changed = {n for n, p in model.named_parameters() if not torch.equal(p.detach(), before[n])}
     assert changed and all("lora_" in n or "mm_projector" in n for n in changed), sorted(changed)[:5]
@@ -115,18 +205,51 @@ def test_lora_run_lowers_loss_and_trains_only_lora_and_projector(tiny, dataset_f
     assert all(torch.equal(dict(model.named_parameters())[n].detach(), before[n]) for n in frozen)
 
     # save -> reload gives the same logits; merged weights give the same logits as adapter + base
-    model.save_pretrained(config.output_dir)
-    assert (Path(config.output_dir) / "adapter_config.json").is_file()
+    trainer.save_model(args.output_dir)
+    assert (Path(args.output_dir) / "adapter_config.json").is_file()
     from longva_plugins.training.peft_utils import load_adapter_into
 
-    embeds, _, mask = build_inputs(model, batch["samples"][:1])
     with torch.no_grad():
-        want = model(inputs_embeds=embeds, attention_mask=mask).logits
+        want = model(**batch).logits
         base = LongVAForCausalLM.from_pretrained(config.model_name_or_path)
-        reloaded = load_adapter_into(base, config.output_dir, merge=False).eval()
-        torch.testing.assert_close(reloaded(inputs_embeds=embeds, attention_mask=mask).logits, want, atol=1e-5, rtol=0)
-        merged = load_adapter_into(LongVAForCausalLM.from_pretrained(config.model_name_or_path), config.output_dir, merge=True)
-        torch.testing.assert_close(merged(inputs_embeds=embeds, attention_mask=mask).logits, want, atol=1e-4, rtol=0)
+        reloaded = load_adapter_into(base, args.output_dir, merge=False).eval()
+        torch.testing.assert_close(reloaded(**batch).logits, want, atol=1e-5, rtol=0)
+        merged = load_adapter_into(LongVAForCausalLM.from_pretrained(config.model_name_or_path), args.output_dir, merge=True)
+        torch.testing.assert_close(merged(**batch).logits, want, atol=1e-4, rtol=0)
+
+
+def test_bf16_runs_load_the_frozen_base_in_bf16_and_train_in_fp32(tiny, dataset_file, tmp_path):
+    from longva_plugins.training.run import build_trainer
+
+    config, args = _config(tiny, dataset_file, tmp_path, bf16=True, max_steps=2)
+    trainer = build_trainer(config, args)
+    trainable = {n: p.dtype for n, p in trainer.model.named_parameters() if p.requires_grad}
+    frozen = {n: p.dtype for n, p in trainer.model.named_parameters() if not p.requires_grad}
+    assert trainable and set(trainable.values()) == {torch.float32}, "LoRA and the projector train in fp32"
+    assert set(frozen.values()) == {torch.bfloat16}, "the frozen base is never upcast"
+    result = trainer.train()
+    assert torch.isfinite(torch.tensor(result.training_loss))
+
+
+def test_gradient_checkpointing_gives_the_same_steps(tiny, dataset_file, tmp_path):
+    """Gradient checkpointing of the language model and the vision tower (trained here) changes
+    memory, not the result: the same losses and weights after 3 steps."""
+    from longva_plugins.training.run import build_trainer
+
+    runs = []
+    for checkpointing in (False, True):
+        config, args = _config(tiny, dataset_file, tmp_path / str(checkpointing), max_steps=3, tune_vision_tower=True,
+                               activation_checkpointing=checkpointing)
+        trainer = build_trainer(config, args)
+        trainer.train()
+        flags = {n: m.gradient_checkpointing for n, m in trainer.model.named_modules() if hasattr(m, "gradient_checkpointing")}
+        assert any("vision_tower" in n for n in flags) and any("layers" in n for n in flags)
+        assert all(flag == checkpointing for flag in flags.values()), flags
+        losses = [log["loss"] for log in trainer.state.log_history if "loss" in log]
+        runs.append((losses, {n: p.detach().clone() for n, p in trainer.model.named_parameters() if p.requires_grad}))
+    assert runs[0][0] == pytest.approx(runs[1][0], abs=1e-5)
+    for name, value in runs[0][1].items():
+        torch.testing.assert_close(runs[1][1][name], value, atol=1e-5, rtol=0)
 
 
 def test_hooks_apply_to_a_trainer_that_is_not_ours(tiny):
@@ -170,15 +293,15 @@ def test_projector_stage_with_tower_trains_and_saves_both(tiny, dataset_file, tm
 
     from longva_plugins.training.run import train
 
-    config = _config(tiny, dataset_file, tmp_path, stage="projector", tune_vision_tower=True, mm_vision_tower_lr=1e-2,
-                     max_steps=2)
-    trainer = train(config)
+    config, args = _config(tiny, dataset_file, tmp_path, stage="projector", tune_vision_tower=True,
+                           mm_vision_tower_lr=1e-2, max_steps=2)
+    trainer = train(config, args)
     before = {n: p.detach().clone() for n, p in build_trainer_reference(config).named_parameters()}
     after = dict(trainer.model.named_parameters())
     changed = {n for n, p in after.items() if not torch.equal(p.detach(), before[n])}
     assert any("vision_tower" in n for n in changed) and any("mm_projector" in n for n in changed)
     assert all("vision_tower" in n or "mm_projector" in n for n in changed), sorted(changed)[:5]
-    out = Path(config.output_dir)
+    out = Path(args.output_dir)
     tower = load_file(out / "vision_tower.safetensors")
     projector = load_file(out / "mm_projector.safetensors")
     assert tower and all("vision_tower" in k for k in tower) and all("mm_projector" in k for k in projector)
@@ -190,3 +313,34 @@ def build_trainer_reference(config):
     from longva_plugins.models.longva import LongVAForCausalLM
 
     return LongVAForCausalLM.from_pretrained(config.model_name_or_path)
+
+
+def test_merge_folds_a_lora_run_into_a_checkpoint_the_auto_classes_load(tiny, dataset_file, tmp_path):
+    """``longva-plugins merge CHECKPOINT TRAINED OUT``: the merged checkpoint (reference layout, the
+    base's tokenizer and tower files) gives the adapter-and-base logits through
+    AutoModelForImageTextToText and the class the lmms-eval adapter loads."""
+    from transformers import AutoModelForImageTextToText
+
+    from longva_plugins.cli import main
+    from longva_plugins.models.longva import LongVAForConditionalGeneration
+    from longva_plugins.training.run import train
+
+    config, args = _config(tiny, dataset_file, tmp_path, max_steps=3)
+    trainer = train(config, args)
+    batch = _batch(trainer)
+    with torch.no_grad():
+        want = trainer.model.eval()(**batch).logits
+    out = tmp_path / "merged"
+    assert main(["merge", config.model_name_or_path, args.output_dir, str(out)]) == 0
+    base_files = {p.name for p in Path(config.model_name_or_path).iterdir() if not p.name.startswith("model")}
+    assert base_files <= {p.name for p in out.iterdir()}, "tokenizer, tower config and the rest come along"
+    for loader in (AutoModelForImageTextToText.from_pretrained, LongVAForConditionalGeneration.from_pretrained):
+        model = loader(out).eval()
+        assert type(model) is LongVAForConditionalGeneration
+        with torch.no_grad():
+            torch.testing.assert_close(model(**batch).logits, want, atol=1e-4, rtol=0)
+    from longva_plugins.errors import CheckpointError
+    from longva_plugins.training.merge import merge
+
+    with pytest.raises(CheckpointError, match="not the output of a longva-plugins training run"):
+        merge(config.model_name_or_path, tmp_path, tmp_path / "never")

@@ -1,4 +1,10 @@
-"""``longva-plugins train CONFIG``: a LongVA training run (projector / full / LoRA) from YAML or JSON."""
+"""``longva-plugins train CONFIG [--KEY VALUE ...]``: a LongVA training run (projector / full / LoRA).
+
+CONFIG is a flat YAML or JSON of :class:`~longva_plugins.training.config.LongVATrainingConfig` and
+``transformers.TrainingArguments`` keys; ``--KEY VALUE`` (or ``--set KEY=VALUE``) overrides one.
+Under ``torchrun --nproc_per_node N --no-python longva-plugins train CONFIG`` every rank runs it
+(data parallel; ``fsdp`` / ``deepspeed`` keys pick those engines).
+"""
 
 from __future__ import annotations
 
@@ -6,29 +12,37 @@ from __future__ import annotations
 def _run(args) -> int:
     from rich.console import Console
 
-    from longva_plugins.training.config import LongVATrainingConfig
+    from longva_plugins.training.config import parse_training_config, read_config_file, set_overrides
     from longva_plugins.training.run import train
 
-    config = LongVATrainingConfig.from_file(args.config)
-    for override in args.set or []:
-        key, _, value = override.partition("=")
-        if key not in LongVATrainingConfig.__dataclass_fields__:
-            from longva_plugins.errors import SettingError
-
-            raise SettingError(f"--set {override!r}: unknown field {key!r}")
-        current = getattr(config, key)
-        setattr(config, key, type(current)(value) if current is not None and not isinstance(current, bool)
-                else value.lower() in ("1", "true", "yes") if isinstance(current, bool) else value)
-    config.__post_init__()
-    console = Console()
-    console.print(f"[bold]training[/] stage={config.stage} model={config.model_name_or_path} data={config.data_path}")
-    train(config)
-    console.print(f"saved to [bold green]{config.output_dir}[/]")
+    data = read_config_file(args.config)
+    pairs, rest, tokens = list(args.set or []), [], list(args.overrides)
+    while tokens:  # --set KEY=VALUE may also come after the config's overrides
+        token = tokens.pop(0)
+        if token == "--set" and tokens:
+            pairs.append(tokens.pop(0))
+        else:
+            rest.append(token)
+    config, training_args = parse_training_config(data, set_overrides(pairs) + rest, where=str(args.config))
+    config.check_complete()
+    console = Console(stderr=True)
+    if training_args.process_index == 0:
+        console.print(f"[bold]training[/] stage={config.stage} model={config.model_name_or_path} data={config.data_path} "
+                      f"precision={'bf16' if training_args.bf16 else 'fp16' if training_args.fp16 else 'fp32'} "
+                      f"world={training_args.world_size}", highlight=False)
+    train(config, training_args)
+    if training_args.process_index == 0:
+        console.print(f"saved to [bold green]{training_args.output_dir}[/]", highlight=False)
     return 0
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser("train", help="train LongVA (projector, full or LoRA) from a YAML/JSON config")
-    parser.add_argument("config", help="YAML or JSON with LongVATrainingConfig fields")
-    parser.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config field")
+    import argparse
+
+    parser = subparsers.add_parser("train", help="train LongVA (projector, full or LoRA) from a YAML/JSON config",
+                                   description=__doc__.split("\n\n")[1] if __doc__ else None)
+    parser.add_argument("config", help="YAML or JSON with LongVATrainingConfig and TrainingArguments keys")
+    parser.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key")
+    parser.add_argument("overrides", nargs=argparse.REMAINDER,
+                        help="--KEY VALUE overrides of any config key (HfArgumentParser semantics)")
     parser.set_defaults(func=_run)

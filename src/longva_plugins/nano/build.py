@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from longva_plugins.errors import CheckpointError
+from longva_plugins.training.merge import merge_full_weights, merge_vision_weights, save_checkpoint  # noqa: F401  (the recipe's)
 from longva_plugins.nano.checkpoint import NANO_POOL_STRIDE, NANO_TEXT, NANO_TOWER, NANO_VISION, SHIPPED
 
 
@@ -40,57 +40,6 @@ def make_nano_init(out_dir: str | os.PathLike, seed: int = 0) -> Path:
     atomic_write_text(path / "config.json", json.dumps(config, indent=2, sort_keys=True) + "\n")
     return path
 
-
-
-def merge_vision_weights(checkpoint: str | os.PathLike, weights_dir: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
-    """``checkpoint`` with the projector (and tower) a ``stage: projector`` run saved in
-    ``weights_dir`` (``mm_projector.safetensors``, ``vision_tower.safetensors``), as a new checkpoint
-    folder ``out_dir`` in the reference layout (written beside, then renamed into place)."""
-    import torch
-    from safetensors.torch import load_file
-
-    from longva_plugins.models.longva.modeling_longva import LongVAForCausalLM
-
-    weights = Path(weights_dir)
-    state = {}
-    for name in ("mm_projector.safetensors", "vision_tower.safetensors"):
-        if (weights / name).is_file():
-            state.update(load_file(weights / name))
-    if not state:
-        raise CheckpointError(f"{weights} holds neither mm_projector.safetensors nor vision_tower.safetensors")
-    model = LongVAForCausalLM.from_pretrained(checkpoint, torch_dtype=torch.float32)
-    known = set(model.state_dict())
-    unknown = sorted(set(state) - known)
-    if unknown:
-        raise CheckpointError(f"{weights}: weights the model does not have: {', '.join(unknown[:5])}")
-    model.load_state_dict(state, strict=False)
-    return save_checkpoint(model, checkpoint, out_dir)
-
-
-def merge_full_weights(checkpoint: str | os.PathLike, weights_dir: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
-    """``checkpoint``'s folder (config, tokenizer, ...) with every weight a ``stage: full`` run saved
-    in ``weights_dir``, as a new checkpoint folder ``out_dir`` (written beside, renamed into place)."""
-    import torch
-
-    from longva_plugins.models.longva.modeling_longva import LongVAForCausalLM
-
-    if not any(Path(weights_dir).glob("model*.safetensors")):
-        raise CheckpointError(f"{weights_dir} holds no model*.safetensors: not the output of a stage: full run")
-    model = LongVAForCausalLM.from_pretrained(weights_dir, torch_dtype=torch.float32)
-    return save_checkpoint(model, checkpoint, out_dir)
-
-
-def save_checkpoint(model, source: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
-    """Save ``model``'s weights with every other file of the checkpoint folder ``source``
-    (config, tokenizer, ...) as the checkpoint folder ``out_dir``, atomically."""
-    import shutil
-
-    from longva_plugins.fileio import atomic_directory
-
-    with atomic_directory(out_dir) as tmp:
-        shutil.copytree(source, tmp, dirs_exist_ok=True, ignore=shutil.ignore_patterns("model*.safetensors*"))
-        model.save_pretrained(tmp, safe_serialization=True)
-    return Path(out_dir)
 
 
 def install_nano(checkpoint: str | os.PathLike) -> Path:

@@ -8,8 +8,8 @@ from __future__ import annotations
 import importlib
 
 _EXPORTS = {
-    "LongVATrainingConfig": "config", "LLaVAConversationDataset": "data", "build_inputs": "data", "collate": "data",
-    "tokenize_conversation": "data", "apply_longva_hooks": "hooks", "apply_lora": "peft_utils",
+    "LongVATrainingConfig": "config", "parse_training_config": "config", "LLaVAConversationDataset": "data",
+    "DataCollatorForLongVA": "data", "tokenize_conversation": "data", "apply_longva_hooks": "hooks", "apply_lora": "peft_utils",
     "load_adapter_into": "peft_utils", "set_trainable": "peft_utils", "LongVATrainer": "trainer",
     "ModalityLengthGroupedSampler": "trainer", "build_trainer": "run", "train": "run",
 }

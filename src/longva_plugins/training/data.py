@@ -7,9 +7,17 @@ A sample (LLaVA's format, docs/longva-numerics.md §6)::
 
 Labels are ``-100`` everywhere except the assistant's answer tokens and the ``<|im_end|>`` that
 closes each answer (so the model learns to stop). Media paths are relative to ``media_root``.
+Each sample becomes the inputs of the model's standard forward, as ``LongVAProcessor(...)`` builds
+them: ``input_ids`` with the ``<image>`` expanded to one placeholder id per visual token,
+``labels`` (visual positions ``-100``), and ``pixel_values`` + ``image_grids`` (UniRes tiles) or
+``pixel_values_videos`` + ``video_grids`` (sampled frames); :class:`DataCollatorForLongVA` pads
+them into a batch for ``model(**batch)``.
+
 Bad samples (missing media, media without ``<image>``, ``<image>`` without media, empty or
-malformed conversations) are reported by id and either skipped (``on_bad_sample="skip"``, logged)
-or raised (``"error"``).
+malformed conversations; found when the file is read) and samples that fail when they are built
+(a video that does not decode, more tokens than ``model_max_length``: never truncated) are
+reported by id and either skipped (``on_bad_sample="skip"``, logged and counted) or stop the run
+(``"error"``).
 """
 
 from __future__ import annotations
@@ -17,29 +25,16 @@ from __future__ import annotations
 import json
 import logging
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch.utils.data import Dataset
 
 from longva_plugins.constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
-from longva_plugins.errors import DataError
+from longva_plugins.errors import DataError, SampleError
 
 logger = logging.getLogger(__name__)
 ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant"}
-
-
-@dataclass
-class Sample:
-    """One tokenised training sample: ``input_ids`` with ``-200`` placeholders and aligned ``labels``."""
-
-    id: str
-    input_ids: torch.Tensor
-    labels: torch.Tensor
-    pixel_values: torch.Tensor | None
-    modality: str  # "image", "video" or "text"
-    grid: tuple[int, int] | None = None
 
 
 def tokenize_conversation(processor, conversations: list[dict], system: str | None = None):
@@ -91,13 +86,15 @@ class LLaVAConversationDataset(Dataset):
     """LLaVA-format JSON (a list, or JSON lines) as tokenised LongVA samples with media."""
 
     def __init__(self, path: str | os.PathLike, processor, media_root: str | os.PathLike | None = None,
-                 max_frames: int = 8, on_bad_sample: str = "skip"):
+                 max_frames: int = 8, on_bad_sample: str = "skip", model_max_length: int | None = None):
         if on_bad_sample not in ("skip", "error"):
             raise DataError(f"on_bad_sample must be 'skip' or 'error'; got {on_bad_sample!r}")
         self.path = Path(path)
         self.processor = processor
         self.media_root = Path(media_root) if media_root else self.path.parent
         self.max_frames = max_frames
+        self.on_bad_sample = on_bad_sample
+        self.model_max_length = model_max_length
         text = self.path.read_text()
         try:
             records = json.loads(text) if text.lstrip().startswith("[") else [json.loads(l) for l in text.splitlines() if l.strip()]
@@ -130,63 +127,86 @@ class LLaVAConversationDataset(Dataset):
             out.append((modality, sum(len(str(t.get("value", ""))) for t in r["conversations"])))
         return out
 
-    def __getitem__(self, index: int) -> Sample:
-        record = self.records[index]
+    def __getitem__(self, index: int) -> dict:
+        """The model inputs of sample ``index``; a sample that fails to build is skipped (the next
+        one is returned, the failure logged and counted in :attr:`skipped`) or raises."""
+        for offset in range(len(self.records)):
+            position = (index + offset) % len(self.records)
+            record = self.records[position]
+            sample_id = str(record.get("id", f"#{position}"))
+            try:
+                return self.example(record)
+            except (DataError, SampleError, OSError) as exc:
+                if self.on_bad_sample == "error":
+                    raise DataError(f"{self.path}: sample {sample_id}: {exc}") from exc
+                if sample_id not in {i for i, _ in self.skipped}:
+                    self.skipped.append((sample_id, str(exc)))
+                    logger.warning("skipped sample %s of %s: %s", sample_id, self.path, exc)
+        raise DataError(f"{self.path}: no sample could be built ({len(self.skipped)} skipped)")
+
+    def example(self, record: dict) -> dict:
+        """One record as model inputs (see the module docstring); raises on a bad sample."""
         input_ids, labels = tokenize_conversation(self.processor, record["conversations"])
-        pixel_values, grid, modality = None, None, "text"
+        example = {"modality": "text"}
+        visual_tokens = []
         if record.get("image"):
             from PIL import Image
 
             with Image.open(self.media_root / record["image"]) as image:
-                pixel_values, grid = self.processor.preprocess_anyres(image.convert("RGB"))
-            modality = "image"
+                pixel_values, (gh, gw) = self.processor.preprocess_anyres(image.convert("RGB"))
+            example.update(modality="image", pixel_values=pixel_values, image_grids=torch.tensor([[gh, gw]]))
+            visual_tokens = [gh * gw * self.processor.tokens_per_frame]
         elif record.get("video"):
             from longva_plugins.video import read_video
 
             frames = read_video(self.media_root / record["video"], num_frames=self.max_frames).frames
-            pixel_values, modality = self.processor.preprocess_frames(frames), "video"
-        return Sample(str(record.get("id", index)), input_ids, labels, pixel_values, modality, grid)
+            pixel_values = self.processor.preprocess_frames(frames)
+            example.update(modality="video", pixel_values_videos=pixel_values,
+                           video_grids=torch.tensor([[pixel_values.shape[0]]]))
+            visual_tokens = [pixel_values.shape[0] * self.processor.tokens_per_frame]
+        ids = self.processor.expand_placeholders(input_ids.tolist(), visual_tokens)
+        visual = iter(visual_tokens)
+        expanded_labels = []
+        for token, label in zip(input_ids.tolist(), labels.tolist()):
+            expanded_labels.extend([IGNORE_INDEX] * next(visual) if token == IMAGE_TOKEN_INDEX else [label])
+        if self.model_max_length is not None and len(ids) > self.model_max_length:
+            raise DataError(f"{len(ids)} tokens ({sum(visual_tokens)} visual) exceed model_max_length="
+                            f"{self.model_max_length}; lower max_frames or raise model_max_length")
+        example.update(input_ids=torch.tensor(ids, dtype=torch.long), labels=torch.tensor(expanded_labels, dtype=torch.long))
+        return example
 
 
-def collate(samples: list[Sample]) -> dict:
-    """Keep samples as a list: their lengths differ until visual tokens are spliced in."""
-    return {"samples": samples}
+#: the order of a batch's rows: the model encodes every image, then every video, in row order
+_ROW_ORDER = {"image": 0, "video": 1, "text": 2}
 
 
-def build_inputs(model, samples: list[Sample], pad_token_id: int = 0):
-    """Splice visual features into each sample and pad the batch.
+class DataCollatorForLongVA:
+    """Pad examples into a batch for ``model(**batch)``: ``input_ids`` (``pad_token_id``), ``labels``
+    (-100) and ``attention_mask``, right padding; pixels concatenated with their grids. Rows are
+    ordered images, videos, text (the order the model's forward encodes visuals in)."""
 
-    Returns ``inputs_embeds (B, L, D)``, ``labels (B, L)`` (visual and padding positions
-    ``-100``) and ``attention_mask (B, L)``. Differentiable in the projector (and the tower if
-    it is trainable).
-    """
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    embeds, labels = [], []
-    for sample in samples:
-        blocks = []
-        if sample.pixel_values is not None:
-            if sample.modality == "image":
-                blocks.append(base.encode_anyres(sample.pixel_values, sample.grid))
-            else:
-                blocks.append(base.encode_video(sample.pixel_values))
-        embed = base.embed_multimodal(sample.input_ids, blocks)[0]  # (L', D)
-        label = []
-        for token, lab in zip(sample.input_ids.tolist(), sample.labels.tolist()):
-            label.extend([IGNORE_INDEX] * blocks[0].shape[0] if token == IMAGE_TOKEN_INDEX else [lab])
-        embeds.append(embed)
-        labels.append(torch.tensor(label, dtype=torch.long))
-    length = max(e.shape[0] for e in embeds)
-    batch = len(embeds)
-    dim = embeds[0].shape[-1]
-    out = embeds[0].new_zeros(batch, length, dim)
-    lab = torch.full((batch, length), IGNORE_INDEX, dtype=torch.long)
-    mask = torch.zeros(batch, length, dtype=torch.long)
-    for i, (e, l) in enumerate(zip(embeds, labels)):  # right padding
-        out[i, : e.shape[0]] = e
-        lab[i, : l.shape[0]] = l
-        mask[i, : e.shape[0]] = 1
-    return out, lab.to(out.device), mask.to(out.device)
+    def __init__(self, pad_token_id: int = 0):
+        self.pad_token_id = pad_token_id
+
+    def __call__(self, examples: list[dict]) -> dict:
+        examples = sorted(examples, key=lambda e: _ROW_ORDER[e["modality"]])
+        length = max(e["input_ids"].shape[0] for e in examples)
+        batch = {
+            "input_ids": torch.full((len(examples), length), self.pad_token_id, dtype=torch.long),
+            "labels": torch.full((len(examples), length), IGNORE_INDEX, dtype=torch.long),
+            "attention_mask": torch.zeros(len(examples), length, dtype=torch.long),
+        }
+        for row, example in enumerate(examples):
+            n = example["input_ids"].shape[0]
+            batch["input_ids"][row, :n] = example["input_ids"]
+            batch["labels"][row, :n] = example["labels"]
+            batch["attention_mask"][row, :n] = 1
+        for pixels, grids in (("pixel_values", "image_grids"), ("pixel_values_videos", "video_grids")):
+            with_pixels = [e for e in examples if pixels in e]
+            if with_pixels:
+                batch[pixels] = torch.cat([e[pixels] for e in with_pixels])
+                batch[grids] = torch.cat([e[grids] for e in with_pixels])
+        return batch
 
 
-__all__ = ["IGNORE_INDEX", "LLaVAConversationDataset", "Sample", "build_inputs", "collate", "tokenize_conversation",
-           "validate"]
+__all__ = ["DataCollatorForLongVA", "IGNORE_INDEX", "LLaVAConversationDataset", "tokenize_conversation", "validate"]

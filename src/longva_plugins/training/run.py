@@ -1,26 +1,100 @@
-"""Assembling and running a LongVA training job from a :class:`LongVATrainingConfig`."""
+"""Assembling and running a LongVA training job: :class:`LongVATrainingConfig` (what to train) and
+``transformers.TrainingArguments`` (how), as ``longva-plugins train`` and LLaVA-NeXT's ``train.py``
+take them."""
 
 from __future__ import annotations
 
+import json
 import logging
+import re
+import shutil
+from pathlib import Path
 
 import torch
-from transformers import TrainingArguments
 
-from longva_plugins.training.config import LongVATrainingConfig
-from longva_plugins.training.data import LLaVAConversationDataset, collate
+from longva_plugins.errors import SettingError
+from longva_plugins.training.config import LongVATrainingConfig, parse_training_config
+from longva_plugins.training.data import DataCollatorForLongVA, LLaVAConversationDataset
 from longva_plugins.training.hooks import apply_longva_hooks
 from longva_plugins.training.peft_utils import apply_lora, set_trainable
 from longva_plugins.training.trainer import LongVATrainer
 
 logger = logging.getLogger(__name__)
+_CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
+#: the file transformers' Trainer writes last into a checkpoint: a checkpoint without it was cut
+TRAINER_STATE = "trainer_state.json"
 
 
-def build_trainer(config: LongVATrainingConfig):
-    from longva_plugins.models.longva import LongVAForCausalLM, LongVAProcessor
+def load_dtype(config: LongVATrainingConfig, args) -> torch.dtype:
+    """The dtype the base model is loaded in: the run's half precision where the weights stay
+    frozen (LoRA, projector stage) or where DeepSpeed keeps fp32 master weights; float32 for a
+    full fine-tune under autocast (the optimizer needs fp32 weights)."""
+    half = torch.bfloat16 if args.bf16 else torch.float16 if args.fp16 else None
+    if half is None:
+        return torch.float32
+    if config.stage != "full" or args.deepspeed:
+        return half
+    return torch.float32
 
-    torch.manual_seed(config.seed)
-    model = LongVAForCausalLM.from_pretrained(config.model_name_or_path, torch_dtype=torch.float32)
+
+def keep_trainable_in_float32(model) -> int:
+    """Trainable parameters in float32 (LoRA matrices, the projector) over a half-precision frozen
+    base, as the optimizer needs them; returns how many were cast."""
+    cast = 0
+    for param in model.parameters():
+        if param.requires_grad and param.dtype != torch.float32:
+            param.data = param.data.float()
+            cast += 1
+    return cast
+
+
+def checkpoint_is_complete(path: Path) -> str | None:
+    """``None`` if ``path`` is a checkpoint the Trainer finished writing, else why not."""
+    if not path.is_dir():
+        return "no such folder"
+    try:
+        json.loads((path / TRAINER_STATE).read_text())
+    except OSError:
+        return f"no {TRAINER_STATE} (the run stopped while saving it)"
+    except ValueError:
+        return f"{TRAINER_STATE} is cut short (the run stopped while saving it)"
+    return None
+
+
+def resolve_resume(value, output_dir: str | Path) -> str | None:
+    """``resume_from_checkpoint``: ``true`` -> the newest complete ``checkpoint-N`` of ``output_dir``
+    (none: start from the beginning), a path -> that checkpoint (refused when incomplete),
+    unset/false -> ``None``. Checkpoints cut by a kill during a save are removed, with a message."""
+    if value is None or str(value).strip().lower() in ("", "false", "no", "0", "none"):
+        return None
+    if str(value).strip().lower() in ("true", "yes", "1", "last"):
+        folder = Path(output_dir)
+        found = sorted(((int(m.group(1)), p) for p in folder.glob("checkpoint-*")
+                        if (m := _CHECKPOINT.match(p.name)) and p.is_dir()), reverse=True)
+        for _, path in found:
+            why = checkpoint_is_complete(path)
+            if why is None:
+                return str(path)
+            logger.warning("removing %s, which cannot be resumed from: %s", path, why)
+            shutil.rmtree(path, ignore_errors=True)
+        logger.warning("resume_from_checkpoint=true: no checkpoint in %s yet; starting from the beginning", folder)
+        return None
+    why = checkpoint_is_complete(Path(value))
+    if why is not None:
+        raise SettingError(f"resume_from_checkpoint={value}: {why}; name a complete checkpoint-N folder or use true")
+    return str(value)
+
+
+def build_trainer(config: LongVATrainingConfig, args=None):
+    """A :class:`LongVATrainer` for ``config`` and ``args`` (``TrainingArguments``; LLaVA's defaults
+    when omitted)."""
+    from longva_plugins.models.longva import LongVAForConditionalGeneration, LongVAProcessor
+
+    if args is None:
+        config, args = parse_training_config(config.to_dict())
+    config.check_complete()
+    torch.manual_seed(args.seed)
+    model = LongVAForConditionalGeneration.from_pretrained(config.model_name_or_path, dtype=load_dtype(config, args))
     processor = LongVAProcessor.from_pretrained(config.model_name_or_path)
     if config.stage == "lora":
         for param in model.parameters():
@@ -28,30 +102,28 @@ def build_trainer(config: LongVATrainingConfig):
         model = apply_lora(model, config)
     else:
         set_trainable(model, config)
+    keep_trainable_in_float32(model)
+    if getattr(args, "activation_checkpointing", False) or getattr(args, "gradient_checkpointing", False):
+        model.config.use_cache = False
+    max_length = config.model_max_length or getattr(model.config, "max_position_embeddings", None)
     dataset = LLaVAConversationDataset(config.data_path, processor, config.media_root, config.max_frames,
-                                       config.on_bad_sample)
-    args = TrainingArguments(
-        output_dir=config.output_dir, learning_rate=config.learning_rate, num_train_epochs=config.num_train_epochs,
-        max_steps=config.max_steps, per_device_train_batch_size=config.per_device_train_batch_size,
-        gradient_accumulation_steps=config.gradient_accumulation_steps, logging_steps=config.logging_steps,
-        save_strategy="no", report_to=[], seed=config.seed, remove_unused_columns=False, use_cpu=not torch.cuda.is_available(),
-        disable_tqdm=False, lr_scheduler_type="constant", dataloader_num_workers=config.dataloader_num_workers,
-    )
-    trainer = LongVATrainer(model=model, args=args, train_dataset=dataset, data_collator=collate,
+                                       config.on_bad_sample, model_max_length=max_length)
+    trainer = LongVATrainer(model=model, args=args, train_dataset=dataset,
+                            data_collator=DataCollatorForLongVA(processor.pad_token_id or 0),
                             processing_class=processor.tokenizer, longva_config=config)
     return apply_longva_hooks(trainer, config.stage)
 
 
-def train(config: LongVATrainingConfig):
-    """Train and save: the adapter (+ projector) for LoRA, the projector for stage ``projector``, the
-    whole model for ``full``. Returns the trainer."""
-    trainer = build_trainer(config)
-    trainer.train()
-    if config.stage == "lora":
-        trainer.model.save_pretrained(config.output_dir)
-    else:
-        trainer.save_model(config.output_dir)
+def train(config: LongVATrainingConfig, args=None):
+    """Train (resuming per ``args.resume_from_checkpoint``) and save into ``args.output_dir``: the
+    adapter (+ projector) for LoRA, the projector for stage ``projector``, the whole model for
+    ``full``. Returns the trainer."""
+    trainer = build_trainer(config, args)
+    resume = resolve_resume(trainer.args.resume_from_checkpoint, trainer.args.output_dir)
+    trainer.train(resume_from_checkpoint=resume)
+    trainer.save_model(trainer.args.output_dir)
     return trainer
 
 
-__all__ = ["build_trainer", "train"]
+__all__ = ["build_trainer", "checkpoint_is_complete", "keep_trainable_in_float32", "load_dtype", "resolve_resume",
+           "train"]

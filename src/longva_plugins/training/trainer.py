@@ -2,8 +2,9 @@
 
 What it adds to ``Trainer`` (LLaVA-NeXT ``llava_trainer.py``): separate learning rates for the
 projector and the vision tower, a modality-length-grouped sampler (batches of one modality,
-similar lengths), a loss over samples whose visual features are spliced in on the fly, and
-stage-aware saving (the projector stage saves only the projector).
+similar lengths) and stage-aware saving (the projector stage saves only the projector). The loss
+is the model's own: batches are the inputs of its standard forward (``model(**batch)``: pixels and
+placeholder ids, see :mod:`.data`), so DDP, FSDP and DeepSpeed wrap the whole step.
 """
 
 from __future__ import annotations
@@ -11,11 +12,8 @@ from __future__ import annotations
 import os
 import random
 
-import torch
 from torch.utils.data import Sampler
 from transformers import Trainer
-
-from longva_plugins.training.data import build_inputs
 
 
 class ModalityLengthGroupedSampler(Sampler[int]):
@@ -27,12 +25,15 @@ class ModalityLengthGroupedSampler(Sampler[int]):
         self.seed = seed
         self.epoch = 0
 
+    def set_epoch(self, epoch: int) -> None:
+        """The Trainer sets it before each epoch (also when resuming: the same order again)."""
+        self.epoch = epoch
+
     def __len__(self) -> int:
         return len(self.items)
 
     def __iter__(self):
         rng = random.Random(self.seed + self.epoch)
-        self.epoch += 1
         batches = []
         for modality in sorted({m for m, _ in self.items}):
             indices = [i for i, (m, _) in enumerate(self.items) if m == modality]
@@ -62,31 +63,31 @@ class LongVATrainer(Trainer):
             return ModalityLengthGroupedSampler(dataset.modality_lengths(), self.args.train_batch_size, self.args.seed)
         return super()._get_train_sampler(*args, **kwargs)
 
-    def compute_loss(self, model, inputs, return_outputs=False, **kwargs):
-        pad = getattr(self.processing_class, "pad_token_id", 0) or 0
-        embeds, labels, mask = build_inputs(model, inputs["samples"], pad)
-        outputs = model(inputs_embeds=embeds, attention_mask=mask, labels=labels)
-        return (outputs.loss, outputs) if return_outputs else outputs.loss
-
-    def create_optimizer(self):
+    def create_optimizer(self, model=None):
+        """The optimizer ``TrainingArguments.optim`` names, with LLaVA's parameter groups: the
+        projector and the vision tower at their own learning rates, no weight decay on biases and
+        norms."""
         if self.optimizer is not None:
             return self.optimizer
+        opt_model = self.model if model is None else model
         cfg = self.longva_config
-        base_lr = self.args.learning_rate
-        groups: dict[float, list] = {}
-        for name, param in self.model.named_parameters():
+        decay = set(self.get_decay_parameter_names(opt_model))
+        groups: dict[tuple[float, float], list] = {}
+        for name, param in opt_model.named_parameters():
             if not param.requires_grad:
                 continue
-            lr = base_lr
+            lr = self.args.learning_rate
             if cfg is not None and "mm_projector" in name and cfg.mm_projector_lr:
                 lr = cfg.mm_projector_lr
             elif cfg is not None and "vision_tower" in name and cfg.mm_vision_tower_lr:
                 lr = cfg.mm_vision_tower_lr
-            groups.setdefault(lr, []).append(param)
-        self.optimizer = torch.optim.AdamW(
-            [{"params": params, "lr": lr} for lr, params in groups.items()],
-            lr=base_lr, weight_decay=self.args.weight_decay,
-        )
+            weight_decay = self.args.weight_decay if name in decay else 0.0
+            groups.setdefault((lr, weight_decay), []).append(param)
+        optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, opt_model)
+        optimizer_kwargs.pop("lr", None)
+        self.optimizer = optimizer_cls(
+            [{"params": params, "lr": lr, "weight_decay": wd} for (lr, wd), params in groups.items()],
+            lr=self.args.learning_rate, **optimizer_kwargs)
         return self.optimizer
 
     def _save(self, output_dir=None, state_dict=None):
