@@ -344,3 +344,54 @@ def test_merge_folds_a_lora_run_into_a_checkpoint_the_auto_classes_load(tiny, da
 
     with pytest.raises(CheckpointError, match="not the output of a longva-plugins training run"):
         merge(config.model_name_or_path, tmp_path, tmp_path / "never")
+
+
+@pytest.mark.parametrize("pack_length", [2000, 360])
+def test_packing_gives_the_unpacked_loss_and_gradients(tiny, dataset_file, pack_length):
+    """First-fit packing (one row for the whole batch, or rows of 360 tokens: image + text, video):
+    no attention across samples (position ids restart), so the loss and the gradients equal the
+    padded batch's."""
+    from longva_plugins.models.longva import LongVAForConditionalGeneration
+
+    path, processor = tiny
+    dataset = LLaVAConversationDataset(dataset_file, processor, max_frames=2)
+    examples = [dataset[i] for i in range(len(dataset))]
+    padded = DataCollatorForLongVA(processor.pad_token_id)(examples)
+    packed = DataCollatorForLongVA(processor.pad_token_id, pack_length=pack_length)(examples)
+    assert "attention_mask" not in packed and packed["input_ids"].shape[0] == (1 if pack_length == 2000 else 2)
+    assert (packed["position_ids"] == 0).sum() >= len(examples), "positions restart at every sample"
+    assert packed["input_ids"].shape[0] * packed["input_ids"].shape[1] < padded["input_ids"].numel()
+    model = LongVAForConditionalGeneration.from_pretrained(path)
+    results = []
+    for batch in (padded, packed):
+        model.zero_grad()
+        loss = model(**batch).loss
+        loss.backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None and "layers.0." in n}
+        results.append((loss.item(), grads))
+    assert results[1][0] == pytest.approx(results[0][0], abs=1e-5)
+    for name, grad in results[0][1].items():
+        torch.testing.assert_close(results[1][1][name], grad, atol=1e-5, rtol=1e-4, msg=name)
+
+
+def test_deepspeed_configs_are_checked_before_the_run(tmp_path):
+    """The shipped ZeRO-2/3 configs validate; a broken one, a stage DeepSpeed lacks, or a missing
+    package is refused before the first step, naming the setting."""
+    import importlib.util
+
+    from longva_plugins.training.config import check_deepspeed_config
+
+    examples = Path(__file__).resolve().parents[2] / "examples" / "deepspeed"
+    assert [check_deepspeed_config(examples / name, require_package=False)["zero_optimization"]["stage"]
+            for name in ("zero2.json", "zero3.json")] == [2, 3]
+    bad = tmp_path / "zero5.json"
+    bad.write_text('{"zero_optimization": {"stage": 5}}')
+    with pytest.raises(SettingError, match=r"deepspeed=.*zero5.json: zero_optimization.stage=5 is not allowed"):
+        parse_training_config({"deepspeed": str(bad)})
+    cut = tmp_path / "cut.json"
+    cut.write_text('{"zero_optimization": {"stage": 3')
+    with pytest.raises(SettingError, match="is not valid JSON"):
+        parse_training_config({"deepspeed": str(cut)})
+    if importlib.util.find_spec("deepspeed") is None:
+        with pytest.raises(SettingError, match="the deepspeed package is not installed"):
+            parse_training_config({"deepspeed": str(examples / "zero3.json")})

@@ -45,7 +45,14 @@ class LongVATrainingConfig:
     model_max_length: int | None = field(default=None, metadata={
         "help": "longest sample in tokens, visual tokens included (default: the checkpoint's max_position_embeddings); "
                 "a longer sample is skipped by id or stops the run (on_bad_sample), never truncated"})
+    sequence_parallel: int = field(default=1, metadata={
+        "help": "ranks that share one sample: its sequence (visual tokens and text) is zigzag-sharded over them "
+                "with the ring attention kernels; every group of this many consecutive ranks is one data-parallel "
+                "replica (1: off)"})
     group_by_modality_length: bool = field(default=True, metadata={"help": "LLaVA's modality-length-grouped sampler"})
+    packing: bool = field(default=False, metadata={
+        "help": "first-fit packing of each batch into rows of model_max_length tokens, attention kept inside "
+                "each sample (position ids restart per sample; no padding compute)"})
     on_bad_sample: str = field(default="skip", metadata={"help": "skip (log and count) or error on bad samples"})
 
     def __post_init__(self):
@@ -61,6 +68,11 @@ class LongVATrainingConfig:
             raise SettingError(f"model_max_length={self.model_max_length} is not allowed; use 1 or more (or leave it unset)")
         if self.on_bad_sample not in BAD_SAMPLE_POLICIES:
             raise SettingError(f"on_bad_sample={self.on_bad_sample!r} is not allowed; use one of {', '.join(BAD_SAMPLE_POLICIES)}")
+        if self.sequence_parallel < 1:
+            raise SettingError(f"sequence_parallel={self.sequence_parallel} is not allowed; use 1 (off) or more ranks")
+        if self.sequence_parallel > 1 and self.packing:
+            raise SettingError("packing with sequence_parallel > 1 is not supported: the ring kernels split one "
+                               "sample's sequence; set packing: false")
         for name in ("mm_projector_lr", "mm_vision_tower_lr"):
             value = getattr(self, name)
             if value is not None and value <= 0:
@@ -144,6 +156,38 @@ def read_config_file(path: str | Path) -> dict:
     return data
 
 
+ZERO_STAGES = (0, 1, 2, 3)
+
+
+def check_deepspeed_config(value, require_package: bool = True) -> dict | None:
+    """The DeepSpeed config ``deepspeed:`` names (a JSON file or a mapping), checked before the run:
+    it parses, names a ZeRO stage transformers' integration runs (0-3), and, with
+    ``require_package``, the ``deepspeed`` package is importable. ``None`` when unset."""
+    if not value:
+        return None
+    if isinstance(value, dict):
+        conf = value
+    else:
+        path = Path(str(value))
+        try:
+            conf = json.loads(path.read_text())
+        except OSError as exc:
+            raise SettingError(f"deepspeed={value}: cannot read it ({exc.strerror or exc}); see examples/deepspeed/") from exc
+        except ValueError as exc:
+            raise SettingError(f"deepspeed={value} is not valid JSON: {exc}") from exc
+    stage = (conf.get("zero_optimization") or {}).get("stage", 0) if isinstance(conf, dict) else None
+    if stage not in ZERO_STAGES:
+        raise SettingError(f"deepspeed={value}: zero_optimization.stage={stage!r} is not allowed; use one of "
+                           f"{', '.join(map(str, ZERO_STAGES))}")
+    if require_package:
+        import importlib.util
+
+        if importlib.util.find_spec("deepspeed") is None:
+            raise SettingError(f"deepspeed={value}: the deepspeed package is not installed (pip install deepspeed; "
+                               "it runs on CUDA devices)")
+    return conf
+
+
 def _parser(defaults: dict):
     from transformers import HfArgumentParser, TrainingArguments
 
@@ -175,6 +219,7 @@ def parse_training_config(data: dict | None = None, argv: list[str] | None = Non
             merged[key] = json.dumps(merged[key])
     if "gradient_checkpointing_kwargs" in data:  # transformers' older name of the same setting
         merged.pop("activation_checkpointing_kwargs", None)
+    check_deepspeed_config(merged.get("deepspeed"))
     parser = _parser(merged)
 
     def refuse(message):  # argparse's own refusal (a value of the wrong type): a setting error, not an exit
@@ -207,5 +252,5 @@ def set_overrides(pairs: list[str]) -> list[str]:
     return argv
 
 
-__all__ = ["DEFAULT_LORA_TARGETS", "LongVATrainingConfig", "STAGES", "STAGE_LEARNING_RATES", "llava_defaults",
+__all__ = ["DEFAULT_LORA_TARGETS", "LongVATrainingConfig", "check_deepspeed_config", "STAGES", "STAGE_LEARNING_RATES", "llava_defaults",
            "parse_training_config", "read_config_file", "set_overrides"]

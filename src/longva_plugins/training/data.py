@@ -181,15 +181,39 @@ _ROW_ORDER = {"image": 0, "video": 1, "text": 2}
 
 
 class DataCollatorForLongVA:
-    """Pad examples into a batch for ``model(**batch)``: ``input_ids`` (``pad_token_id``), ``labels``
-    (-100) and ``attention_mask``, right padding; pixels concatenated with their grids. Rows are
-    ordered images, videos, text (the order the model's forward encodes visuals in)."""
+    """Batch examples for ``model(**batch)``; pixels concatenated with their grids, in the order the
+    model's forward encodes visuals (every image, then every video, in row order).
 
-    def __init__(self, pad_token_id: int = 0):
+    Padded (default): ``input_ids`` (``pad_token_id``), ``labels`` (-100) and ``attention_mask``,
+    right padding, rows ordered images, videos, text.
+
+    ``pack_length`` set: first-fit packing (lmms-engine's and TRL's padding-free training): examples
+    go, longest first, into the first row with room for them (rows of at most ``pack_length``
+    tokens; an example longer than that gets a row of its own; an image never after a video),
+    each row flattened by
+    transformers' ``DataCollatorWithFlattening`` -- ``position_ids`` restart at every example, the
+    first label of each is -100 -- so attention stays inside each example (transformers builds the
+    block-diagonal mask from the position ids when no ``attention_mask`` is given). Padding at the end of a row is a
+    sequence of its own (positions from 0, labels -100). Packed batches carry ``use_cache=False``:
+    transformers reads packed rows from the position ids only when no KV cache is built.
+    """
+
+    def __init__(self, pad_token_id: int = 0, pack_length: int | None = None):
         self.pad_token_id = pad_token_id
+        self.pack_length = pack_length
 
     def __call__(self, examples: list[dict]) -> dict:
         examples = sorted(examples, key=lambda e: _ROW_ORDER[e["modality"]])
+        batch = self._packed(examples) if self.pack_length else self._padded(examples)
+        rows = batch.pop("_rows")
+        for pixels, grids in (("pixel_values", "image_grids"), ("pixel_values_videos", "video_grids")):
+            with_pixels = [e for row in rows for e in row if pixels in e]
+            if with_pixels:
+                batch[pixels] = torch.cat([e[pixels] for e in with_pixels])
+                batch[grids] = torch.cat([e[grids] for e in with_pixels])
+        return batch
+
+    def _padded(self, examples: list[dict]) -> dict:
         length = max(e["input_ids"].shape[0] for e in examples)
         batch = {
             "input_ids": torch.full((len(examples), length), self.pad_token_id, dtype=torch.long),
@@ -201,11 +225,55 @@ class DataCollatorForLongVA:
             batch["input_ids"][row, :n] = example["input_ids"]
             batch["labels"][row, :n] = example["labels"]
             batch["attention_mask"][row, :n] = 1
-        for pixels, grids in (("pixel_values", "image_grids"), ("pixel_values_videos", "video_grids")):
-            with_pixels = [e for e in examples if pixels in e]
-            if with_pixels:
-                batch[pixels] = torch.cat([e[pixels] for e in with_pixels])
-                batch[grids] = torch.cat([e[grids] for e in with_pixels])
+        batch["_rows"] = [[e] for e in examples]
+        return batch
+
+    def _bins(self, examples: list[dict]) -> list[list[dict]]:
+        """First-fit decreasing: images, then videos (into the last image row or rows after it, so
+        every image comes before every video), then text into any row."""
+        rows: list[list[dict]] = []
+        room: list[int] = []
+
+        def place(example, candidates):
+            n = example["input_ids"].shape[0]
+            for i in candidates:
+                if room[i] >= n:
+                    rows[i].append(example)
+                    room[i] -= n
+                    return
+            rows.append([example])
+            room.append(self.pack_length - n)
+
+        for modality in ("image", "video"):
+            first = max(len(rows) - 1, 0)
+            for example in sorted((e for e in examples if e["modality"] == modality),
+                                  key=lambda e: -e["input_ids"].shape[0]):
+                place(example, range(first, len(rows)))
+        for example in sorted((e for e in examples if e["modality"] == "text"), key=lambda e: -e["input_ids"].shape[0]):
+            place(example, range(len(rows)))
+        # inside a row: its visual examples keep their order (all of one modality), text after
+        return [sorted(row, key=lambda e: _ROW_ORDER[e["modality"]]) for row in rows]
+
+    def _packed(self, examples: list[dict]) -> dict:
+        from transformers import DataCollatorWithFlattening
+
+        flatten = DataCollatorWithFlattening(return_tensors="pt", separator_id=IGNORE_INDEX)
+        rows = self._bins(examples)
+        flat = [flatten([{"input_ids": e["input_ids"], "labels": e["labels"]} for e in row]) for row in rows]
+        length = max(f["input_ids"].shape[1] for f in flat)
+        batch = {
+            "input_ids": torch.full((len(rows), length), self.pad_token_id, dtype=torch.long),
+            "labels": torch.full((len(rows), length), IGNORE_INDEX, dtype=torch.long),
+            "position_ids": torch.arange(length).repeat(len(rows), 1),
+        }
+        for i, f in enumerate(flat):
+            n = f["input_ids"].shape[1]
+            batch["input_ids"][i, :n] = f["input_ids"][0]
+            batch["labels"][i, :n] = f["labels"][0]
+            batch["position_ids"][i, :n] = f["position_ids"][0]
+            batch["position_ids"][i, n:] = torch.arange(length - n)  # the padding: a sequence of its own
+        batch["_rows"] = rows
+        batch["use_cache"] = False  # transformers detects packed rows only without a KV cache
         return batch
 
 

@@ -1,4 +1,6 @@
-"""Long-context text training (the paper's first stage): packing and a sequence-parallel loss.
+"""Long-context training split over ranks: the paper's first stage (long text) and, with
+``sequence_parallel: S`` in a training config, long-video fine-tuning (the sequence of one sample,
+visual tokens and text, sharded over S ranks).
 
 Documents are concatenated with a separator token into fixed-length sequences (the paper packs
 SlimPajama documents with BOS separators into 224K-token sequences). Position ids run
@@ -11,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from longva_plugins.attention.sequence_parallel import shard_batch
+from longva_plugins.attention.sequence_parallel import pad_to_multiple, shard_batch, zigzag_split
 from longva_plugins.constants import IGNORE_INDEX
 from longva_plugins.distributed import all_reduce_sum, group_rank, group_size
 
@@ -27,21 +29,32 @@ def pack_documents(documents: list[list[int]], seq_len: int, separator_id: int) 
     return torch.tensor(stream[: rows * seq_len], dtype=torch.long).view(rows, seq_len)
 
 
-def sequence_parallel_loss(model, input_ids: torch.Tensor, group=None, pad_id: int = 0,
-                           labels: torch.Tensor | None = None):
-    """Next-token loss of ``input_ids (B, L)`` with the sequence split over ``group``.
+def sequence_parallel_loss(model, input_ids: torch.Tensor | None = None, group=None, pad_id: int = 0,
+                           labels: torch.Tensor | None = None, inputs_embeds: torch.Tensor | None = None):
+    """Next-token loss of ``input_ids (B, L)`` -- or of ``inputs_embeds (B, L, D)``, a multimodal
+    sequence whose visual tokens are already in place -- with the sequence split over ``group``.
 
     Every rank passes the same full batch; each keeps its zigzag shard. ``labels`` (default: the
-    inputs) are aligned with the inputs, ``-100`` where no loss is taken (shifted here). Returns ``(loss, tokens)``
-    where ``loss`` is this rank's *sum* over its tokens divided by the global token count, so that
-    summing gradients over ranks (``all_reduce``) gives the gradient of the global mean loss.
+    inputs; required with ``inputs_embeds``) are aligned with the inputs, ``-100`` where no loss is
+    taken (shifted here, before sharding). Returns ``(loss, tokens)`` where ``loss`` is this rank's
+    *sum* over its tokens divided by the group's token count, so that summing gradients over the
+    group's ranks gives the gradient of the whole sequence's mean loss.
     """
     world, rank = group_size(group), group_rank(group)
     device = next(model.parameters()).device
-    shard = {k: v.to(device) if isinstance(v, torch.Tensor) else v
-             for k, v in shard_batch(input_ids, input_ids if labels is None else labels, world, rank, pad_id=pad_id).items()}
-    logits = model(input_ids=shard["input_ids"], position_ids=shard["position_ids"]).logits
-    labels = shard["labels"]
+    if inputs_embeds is not None:
+        if labels is None:
+            raise ValueError("sequence_parallel_loss over inputs_embeds needs labels")
+        holder = torch.zeros(inputs_embeds.shape[:2], dtype=torch.long, device=inputs_embeds.device)
+        shard = shard_batch(holder, labels, world, rank)
+        embeds = zigzag_split(pad_to_multiple(inputs_embeds, 2 * world, dim=1), world, rank)
+        inputs = {"inputs_embeds": embeds.to(device)}
+    else:
+        shard = shard_batch(input_ids, input_ids if labels is None else labels, world, rank, pad_id=pad_id)
+        inputs = {"input_ids": shard["input_ids"].to(device)}
+    # no KV cache in a training forward; the ring kernels apply the causal zigzag mask themselves
+    logits = model(**inputs, position_ids=shard["position_ids"].to(device), use_cache=False).logits
+    labels = shard["labels"].to(device)
     local = torch.nn.functional.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(),
                                               ignore_index=IGNORE_INDEX, reduction="sum")
     # on the model's device: NCCL all-reduces CUDA tensors only

@@ -85,6 +85,30 @@ def resolve_resume(value, output_dir: str | Path) -> str | None:
     return str(value)
 
 
+def join_sequence_parallel_group(config: LongVATrainingConfig, args):
+    """With ``sequence_parallel: S > 1``: the group of S consecutive ranks this rank shares its
+    samples with (set as the ring kernels' group); ``None`` otherwise. Settings that cannot run are
+    refused before the model loads."""
+    size = config.sequence_parallel
+    if size == 1:
+        return None
+    world = args.world_size  # (initialises the process group torchrun describes)
+    if world % size:
+        raise SettingError(f"sequence_parallel={size} does not divide the {world} ranks of this run; use a divisor "
+                           f"of {world} (torchrun --nproc_per_node)")
+    if args.per_device_train_batch_size != 1:
+        raise SettingError(f"sequence_parallel={size} shards one sample at a time: per_device_train_batch_size="
+                           f"{args.per_device_train_batch_size} is not allowed; use 1 (and gradient_accumulation_steps "
+                           "for larger batches)")
+    if args.deepspeed or args.fsdp:
+        raise SettingError(f"sequence_parallel={size} runs under DDP; it does not combine with deepspeed / fsdp yet")
+    from longva_plugins.distributed import consecutive_groups, set_sequence_parallel_group
+
+    group = consecutive_groups(world, size)[args.process_index // size]
+    set_sequence_parallel_group(group)
+    return group
+
+
 def build_trainer(config: LongVATrainingConfig, args=None):
     """A :class:`LongVATrainer` for ``config`` and ``args`` (``TrainingArguments``; LLaVA's defaults
     when omitted)."""
@@ -93,8 +117,15 @@ def build_trainer(config: LongVATrainingConfig, args=None):
     if args is None:
         config, args = parse_training_config(config.to_dict())
     config.check_complete()
+    group = join_sequence_parallel_group(config, args)
     torch.manual_seed(args.seed)
-    model = LongVAForConditionalGeneration.from_pretrained(config.model_name_or_path, dtype=load_dtype(config, args))
+    attention = None
+    if group is not None:
+        from longva_plugins.attention import ZIGZAG  # (registers the ring attention names)
+
+        attention = ZIGZAG
+    model = LongVAForConditionalGeneration.from_pretrained(config.model_name_or_path, dtype=load_dtype(config, args),
+                                                           attn_implementation=attention)
     processor = LongVAProcessor.from_pretrained(config.model_name_or_path)
     if config.stage == "lora":
         for param in model.parameters():
@@ -103,14 +134,14 @@ def build_trainer(config: LongVATrainingConfig, args=None):
     else:
         set_trainable(model, config)
     keep_trainable_in_float32(model)
-    if getattr(args, "activation_checkpointing", False) or getattr(args, "gradient_checkpointing", False):
-        model.config.use_cache = False
+    model.config.use_cache = False  # no KV cache in training forwards (LLaVA's train.py; restored before saving)
     max_length = config.model_max_length or getattr(model.config, "max_position_embeddings", None)
     dataset = LLaVAConversationDataset(config.data_path, processor, config.media_root, config.max_frames,
                                        config.on_bad_sample, model_max_length=max_length)
     trainer = LongVATrainer(model=model, args=args, train_dataset=dataset,
-                            data_collator=DataCollatorForLongVA(processor.pad_token_id or 0),
-                            processing_class=processor.tokenizer, longva_config=config)
+                            data_collator=DataCollatorForLongVA(processor.pad_token_id or 0,
+                                                                pack_length=max_length if config.packing else None),
+                            processing_class=processor.tokenizer, longva_config=config, sequence_parallel_group=group)
     return apply_longva_hooks(trainer, config.stage)
 
 
@@ -121,9 +152,11 @@ def train(config: LongVATrainingConfig, args=None):
     trainer = build_trainer(config, args)
     resume = resolve_resume(trainer.args.resume_from_checkpoint, trainer.args.output_dir)
     trainer.train(resume_from_checkpoint=resume)
+    config_of = getattr(trainer.model, "get_base_model", lambda: trainer.model)().config
+    config_of.use_cache = True
     trainer.save_model(trainer.args.output_dir)
     return trainer
 
 
-__all__ = ["build_trainer", "checkpoint_is_complete", "keep_trainable_in_float32", "load_dtype", "resolve_resume",
+__all__ = ["build_trainer", "checkpoint_is_complete", "join_sequence_parallel_group", "keep_trainable_in_float32", "load_dtype", "resolve_resume",
            "train"]

@@ -46,6 +46,27 @@ class ModalityLengthGroupedSampler(Sampler[int]):
         return iter([i for batch in batches for i in batch])
 
 
+class _ReplicaBatches:
+    """Batch ``i`` of ``batches`` goes to replica ``i % replicas`` (whole batches: the ranks of a
+    sequence-parallel group share theirs)."""
+
+    def __init__(self, batches, replicas: int, replica: int):
+        self.batch_sampler, self.replicas, self.replica = batches, replicas, replica
+
+    def set_epoch(self, epoch: int) -> None:
+        sampler = getattr(self.batch_sampler, "sampler", None)
+        if hasattr(sampler, "set_epoch"):
+            sampler.set_epoch(epoch)
+
+    def __iter__(self):
+        for i, batch in enumerate(self.batch_sampler):
+            if i % self.replicas == self.replica:
+                yield batch
+
+    def __len__(self) -> int:
+        return (len(self.batch_sampler) - self.replica + self.replicas - 1) // self.replicas
+
+
 class LongVATrainer(Trainer):
     """``transformers.Trainer`` with LongVA's multimodal batches and LLaVA's training knobs.
 
@@ -53,9 +74,52 @@ class LongVATrainer(Trainer):
         longva_config: a :class:`~longva_plugins.training.config.LongVATrainingConfig`.
     """
 
-    def __init__(self, *args, longva_config=None, **kwargs):
+    def __init__(self, *args, longva_config=None, sequence_parallel_group=None, **kwargs):
         super().__init__(*args, **kwargs)
         self.longva_config = longva_config
+        self.sequence_parallel_group = sequence_parallel_group
+        if sequence_parallel_group is not None:
+            # compute_loss normalises each micro-batch itself; the Trainer divides by the accumulation steps
+            self.loss_is_scaled_for_ga = False
+
+    # ------------------------------------------------------------------ sequence parallelism
+    @property
+    def sequence_parallel_size(self) -> int:
+        from longva_plugins.distributed import group_size
+
+        return group_size(self.sequence_parallel_group) if self.sequence_parallel_group is not None else 1
+
+    def get_train_dataloader(self):
+        """Under ``sequence_parallel: S``: every rank of a group gets the same batches, each group (a
+        data-parallel replica) every ``world/S``-th batch of the sampler's order (the order one
+        process would see); otherwise the Trainer's own loader."""
+        if self.sequence_parallel_size == 1:
+            return super().get_train_dataloader()
+        from torch.utils.data import BatchSampler, DataLoader
+
+        replicas = self.args.world_size // self.sequence_parallel_size
+        batches = BatchSampler(self._get_train_sampler(), self._train_batch_size, drop_last=self.args.dataloader_drop_last)
+        return DataLoader(self.train_dataset, batch_sampler=_ReplicaBatches(batches, replicas,
+                                                                             self.args.process_index // self.sequence_parallel_size),
+                          collate_fn=self.data_collator, num_workers=self.args.dataloader_num_workers,
+                          pin_memory=self.args.dataloader_pin_memory)
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        """Under ``sequence_parallel: S``: the visuals are encoded on every rank of the group and put
+        in place (the whole sample's ``inputs_embeds``), then each rank runs the language model on
+        its zigzag shard with the ring attention kernels; the loss is this rank's share of the
+        sample's mean, times S (DDP averages gradients over all ranks: the group's sum is wanted)."""
+        if self.sequence_parallel_size == 1:
+            return super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
+        from longva_plugins.training.long_context import sequence_parallel_loss
+
+        core = model.module if hasattr(model, "module") else model  # DDP
+        core = core.get_base_model() if hasattr(core, "get_base_model") else core  # PEFT
+        visual = {k: inputs[k] for k in ("pixel_values", "image_grids", "pixel_values_videos", "video_grids") if k in inputs}
+        embeds, labels = core.embed_inputs(inputs["input_ids"], labels=inputs["labels"], **visual)
+        loss, _ = sequence_parallel_loss(model, group=self.sequence_parallel_group, labels=labels, inputs_embeds=embeds)
+        loss = loss * self.sequence_parallel_size
+        return (loss, None) if return_outputs else loss
 
     def _get_train_sampler(self, *args, **kwargs):
         dataset = self.train_dataset

@@ -129,21 +129,33 @@ class LongVAForConditionalGeneration(LongVideoMixin, Qwen2ForCausalLM, Generatio
             if input_ids is None or inputs_embeds is not None:
                 raise InputMismatchError("visual inputs go with input_ids holding their placeholder tokens "
                                          "(processor(...)), not with inputs_embeds")
-            mask = input_ids == self._placeholder_id()
-            features = self._encode_visuals(pixel_values, image_grids, pixel_values_videos, video_grids)
-            if int(mask.sum()) != features.shape[0]:
-                raise InputMismatchError(
-                    f"input_ids hold {int(mask.sum())} visual placeholder tokens but the visuals give "
-                    f"{features.shape[0]} tokens: build the inputs with the checkpoint's processor, one "
-                    "<image>/<video> per visual")
-            embed = self.get_input_embeddings()
-            inputs_embeds = embed(input_ids.masked_fill(mask, 0))
-            inputs_embeds = inputs_embeds.masked_scatter(mask.unsqueeze(-1), features.to(inputs_embeds.dtype))
+            inputs_embeds, labels = self.embed_inputs(input_ids, pixel_values, image_grids, pixel_values_videos,
+                                                      video_grids, labels)
             input_ids = None
-            if labels is not None:
-                labels = labels.masked_fill(mask.to(labels.device), IGNORE_INDEX)
         return super().forward(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                                inputs_embeds=inputs_embeds, labels=labels, logits_to_keep=logits_to_keep, **kwargs)
+
+    def embed_inputs(self, input_ids, pixel_values=None, image_grids=None, pixel_values_videos=None, video_grids=None,
+                     labels=None):
+        """``(inputs_embeds, labels)`` of the standard forward's inputs: the visuals encoded and put in
+        place of the :attr:`image_token_id` positions, in order (a clear error when their numbers
+        differ); ``labels`` at those positions set to -100. What :meth:`forward` runs before the
+        language model -- and what a caller that splits the sequence over ranks runs first."""
+        embed = self.get_input_embeddings()
+        if pixel_values is None and pixel_values_videos is None:
+            return embed(input_ids), labels
+        mask = input_ids == self._placeholder_id()
+        features = self._encode_visuals(pixel_values, image_grids, pixel_values_videos, video_grids)
+        if int(mask.sum()) != features.shape[0]:
+            raise InputMismatchError(
+                f"input_ids hold {int(mask.sum())} visual placeholder tokens but the visuals give "
+                f"{features.shape[0]} tokens: build the inputs with the checkpoint's processor, one "
+                "<image>/<video> per visual")
+        inputs_embeds = embed(input_ids.masked_fill(mask, 0))
+        inputs_embeds = inputs_embeds.masked_scatter(mask.unsqueeze(-1), features.to(inputs_embeds.dtype))
+        if labels is not None:
+            labels = labels.masked_fill(mask.to(labels.device), IGNORE_INDEX)
+        return inputs_embeds, labels
 
     def _placeholder_id(self) -> int:
         if self.image_token_id is None:
