@@ -20,7 +20,10 @@ reported as such and the others still run):
 5. ``vniah_cell``: one V-NIAH cell of a random model with LongVA-7B's shapes (bf16) at 1,000 and
    3,000 frames, peak memory against the README's memory model (15.7 GiB + 8.9 MiB per frame);
    the tiny shapes at 8 frames on CPU.
-6. ``sequence_parallel``: needs two or more GPUs; skipped (and said so) on fewer.
+6. ``training_step``: one LoRA step (bf16 base, activation checkpointing) of a random model with
+   LongVA-7B's shapes on a 64- and a 128-frame sample, peak memory against the training memory
+   model (``longva_plugins.training.memory``, docs/training.md); the tiny shapes at 4 frames on CPU.
+7. ``sequence_parallel``: needs two or more GPUs; skipped (and said so) on fewer.
 
 Writes ``report.json``, ``report.md`` and ``gpu_check.log`` (every step's output) into ``--out``.
 Exit status: 0 when every step that ran passed, 1 otherwise.
@@ -197,26 +200,38 @@ def nano_vniah(check: Check, cuda: bool) -> None:
                                    if "average" in v else f"{k} failed" for k, v in results.items()))
 
 
-def vniah_cell(check: Check, cuda: bool) -> None:
-    sizes = [("paper", 1000), ("paper", 3000)] if cuda else [("tiny", 8)]
+def _sized_runs(check: Check, step: str, script: str, sizes, timeout: float, peak_key: str, value_key: str,
+                model_gib=None) -> None:
+    """Run ``script --scale S --frames F --json OUT`` for each size; record the rows with the peak
+    against the memory model (``model_gib(frames)`` where the script does not give it)."""
     rows, all_ok = [], True
     for scale, frames in sizes:
-        out = check.work / f"cell-{frames}.json"
-        ok, why = check.run(f"vniah_cell_{frames}", [sys.executable, ROOT / "benchmarks" / "gpu_vniah_cell.py",
-                                                     "--scale", scale, "--frames", frames, "--json", out], timeout=200)
+        out = check.work / f"{step}-{frames}.json"
+        ok, why = check.run(f"{step}_{frames}", [sys.executable, ROOT / "benchmarks" / script, "--scale", scale,
+                                                 "--frames", frames, "--json", out], timeout=timeout)
         if not ok or not out.is_file():
             rows.append({"scale": scale, "frames": frames, "status": "failed", "reason": why})
             all_ok = False
             continue
         row = json.loads(out.read_text())
-        if scale == "paper":
-            row["memory_model_gib"] = MEMORY_MODEL_GIB + MEMORY_PER_FRAME_MIB * frames / 1024
+        if scale == "paper" and model_gib is not None:
+            row["memory_model_gib"] = model_gib(frames)
         rows.append(row)
-    check.record("vniah_cell", status="passed" if all_ok else "failed", rows=rows,
-                 summary=", ".join(f"{r['frames']} frames: " + (f"peak {r['peak_total_gib']:.1f} GiB vs model {r['memory_model_gib']:.1f}"
-                                                                 if r.get("peak_total_gib") is not None and "memory_model_gib" in r
-                                                                 else r.get("status", f"nll {r.get('nll', float('nan')):.3f}"))
+    check.record(step, status="passed" if all_ok else "failed", rows=rows,
+                 summary=", ".join(f"{r['frames']} frames: " + (f"peak {r[peak_key]:.1f} GiB vs model {r['memory_model_gib']:.1f}"
+                                                                 if r.get(peak_key) is not None and "memory_model_gib" in r
+                                                                 else r.get("status", f"{value_key} {r.get(value_key, float('nan')):.3f}"))
                                    for r in rows))
+
+
+def vniah_cell(check: Check, cuda: bool) -> None:
+    _sized_runs(check, "vniah_cell", "gpu_vniah_cell.py", [("paper", 1000), ("paper", 3000)] if cuda else [("tiny", 8)],
+                200, "peak_total_gib", "nll", lambda frames: MEMORY_MODEL_GIB + MEMORY_PER_FRAME_MIB * frames / 1024)
+
+
+def training_step(check: Check, cuda: bool) -> None:
+    _sized_runs(check, "training_step", "gpu_train_step.py", [("paper", 64), ("paper", 128)] if cuda else [("tiny", 4)],
+                300, "peak_gib", "loss")
 
 
 def sequence_parallel(check: Check, devices: int) -> None:
@@ -291,6 +306,7 @@ def main(argv=None) -> int:
     ring(check, cuda)
     nano_vniah(check, cuda)
     vniah_cell(check, cuda)
+    training_step(check, cuda)
     sequence_parallel(check, len(env["devices"]))
     report = {"date": time.strftime("%Y-%m-%d %H:%M:%S"), "dry_run": args.dry_run,
               "seconds": time.perf_counter() - start, "steps": check.steps}

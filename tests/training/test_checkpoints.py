@@ -16,8 +16,8 @@ import yaml
 
 from longva_plugins.errors import SettingError
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "e2e"))
-from e2e_media import write_image, write_video  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from training_data import media_records, write_video  # noqa: E402
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
 CLI = [sys.executable, "-m", "longva_plugins.cli", "train"]
@@ -28,14 +28,7 @@ def run_config(tmp_path_factory):
     from longva_plugins.testing import ensure_tiny_checkpoint
 
     root = tmp_path_factory.mktemp("ckpt-data")
-    write_image(root / "img.png", size=(200, 120))
-    write_video(root / "clip.mp4", num_frames=6)
-    records = [
-        {"id": "img", "image": "img.png", "conversations": [{"from": "human", "value": "<image>\nWhat colour?"},
-                                                             {"from": "gpt", "value": "red"}]},
-        {"id": "vid", "video": "clip.mp4", "conversations": [{"from": "human", "value": "<image>\nWhat moves?"},
-                                                              {"from": "gpt", "value": "a bar"}]},
-        {"id": "txt", "conversations": [{"from": "human", "value": "Say yes."}, {"from": "gpt", "value": "yes"}]},
+    records = media_records(root) + [
         {"id": "txt2", "conversations": [{"from": "human", "value": "Say no."}, {"from": "gpt", "value": "no"}]},
     ]
     (root / "data.json").write_text(json.dumps(records))

@@ -15,8 +15,8 @@ from longva_plugins.errors import DataError, SettingError
 from longva_plugins.training.config import LongVATrainingConfig, parse_training_config
 from longva_plugins.training.data import IGNORE_INDEX, DataCollatorForLongVA, LLaVAConversationDataset, tokenize_conversation
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "e2e"))
-from e2e_media import write_image, write_video  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from training_data import media_records  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -51,14 +51,7 @@ def test_masks_follow_the_template_multi_turn(tiny):
 @pytest.fixture(scope="module")
 def dataset_file(tmp_path_factory):
     root = tmp_path_factory.mktemp("data")
-    write_image(root / "img.png", size=(200, 120))
-    write_video(root / "clip.mp4", num_frames=6)
-    records = [
-        {"id": "img", "image": "img.png", "conversations": [{"from": "human", "value": "<image>\nWhat colour?"},
-                                                             {"from": "gpt", "value": "red"}]},
-        {"id": "vid", "video": "clip.mp4", "conversations": [{"from": "human", "value": "<image>\nWhat moves?"},
-                                                              {"from": "gpt", "value": "a bar"}]},
-        {"id": "txt", "conversations": [{"from": "human", "value": "Say yes."}, {"from": "gpt", "value": "yes"}]},
+    records = media_records(root) + [
         {"id": "no-media", "image": "missing.png", "conversations": [{"from": "human", "value": "<image>\nx"}, {"from": "gpt", "value": "y"}]},
         {"id": "no-placeholder", "image": "img.png", "conversations": [{"from": "human", "value": "x"}, {"from": "gpt", "value": "y"}]},
         {"id": "empty", "conversations": []},
