@@ -197,3 +197,26 @@ def test_sequence_parallel_settings_that_cannot_run_are_refused():
     config, args = parse_training_config({"sequence_parallel": 2})
     with pytest.raises(SettingError, match=r"sequence_parallel=2 does not divide the 1 ranks"):
         join_sequence_parallel_group(config, args)
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+def test_fsdp_where_accelerate_cannot_run_it_is_refused_not_ignored(run_config, tmp_path):
+    """accelerate runs FSDP on GPUs only: on CPU ``fsdp: true`` would train as plain data parallel
+    without a word -- it stops before the first step instead, naming the setting."""
+    import torch
+
+    from longva_plugins.training.config import parse_training_config
+    from longva_plugins.training.run import build_trainer
+
+    if torch.cuda.is_available():
+        pytest.skip("FSDP runs on CUDA: exercised by benchmarks/gpu_check.sh")
+    config, args = parse_training_config({**run_config, "output_dir": str(tmp_path / "out"), "fsdp": True,
+                                          "fsdp_config": {"transformer_layer_cls_to_wrap": ["Qwen2DecoderLayer"]}})
+    with pytest.raises(SettingError, match=r"fsdp only works in distributed training"):
+        build_trainer(config, args)  # one process: the Trainer's own refusal, as a setting error
+    path = _write({**run_config, "fsdp": True}, tmp_path / "fsdp")
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+                           str(31500 + os.getpid() % 1000), "--no-python", str(Path(sys.executable).parent / "longva-plugins"),
+                           "train", str(path)], env=ENV, capture_output=True, text=True, timeout=600)
+    assert proc.returncode != 0 and "fsdp=True: accelerate runs FSDP on GPUs only" in proc.stderr, proc.stderr[-3000:]

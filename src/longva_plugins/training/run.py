@@ -138,10 +138,16 @@ def build_trainer(config: LongVATrainingConfig, args=None):
     max_length = config.model_max_length or getattr(model.config, "max_position_embeddings", None)
     dataset = LLaVAConversationDataset(config.data_path, processor, config.media_root, config.max_frames,
                                        config.on_bad_sample, model_max_length=max_length)
-    trainer = LongVATrainer(model=model, args=args, train_dataset=dataset,
-                            data_collator=DataCollatorForLongVA(processor.pad_token_id or 0,
-                                                                pack_length=max_length if config.packing else None),
-                            processing_class=processor.tokenizer, longva_config=config, sequence_parallel_group=group)
+    try:
+        trainer = LongVATrainer(model=model, args=args, train_dataset=dataset,
+                                data_collator=DataCollatorForLongVA(processor.pad_token_id or 0,
+                                                                    pack_length=max_length if config.packing else None),
+                                processing_class=processor.tokenizer, longva_config=config, sequence_parallel_group=group)
+    except ValueError as exc:  # the Trainer's own refusal of a combination of settings
+        raise SettingError(f"training settings refused by transformers' Trainer: {exc}") from exc
+    if args.fsdp and not trainer.is_fsdp_enabled:
+        raise SettingError(f"fsdp={args.fsdp}: accelerate runs FSDP on GPUs only; here ({args.device}) this run would "
+                           "silently be plain data parallel -- drop fsdp, or run on CUDA devices")
     return apply_longva_hooks(trainer, config.stage)
 
 
