@@ -18,7 +18,7 @@ reported as such and the others still run):
    ``benchmarks/data/nano_vniah_cpu.json`` (dry run: CPU float32 on two of the grid's frame counts,
    which must agree cell for cell).
 5. ``vniah_cell``: one V-NIAH cell of a random model with LongVA-7B's shapes (bf16) at 1,000 and
-   3,000 frames, peak memory against the README's memory model (15.7 GiB + 8.9 MiB per frame);
+   3,000 frames, peak memory against the memory model of docs/vniah.md (15.7 GiB + 8.9 MiB per frame);
    the tiny shapes at 8 frames on CPU.
 6. ``training_step``: one LoRA step (bf16 base, activation checkpointing) of a random model with
    LongVA-7B's shapes on a 64- and a 128-frame sample, peak memory against the training memory
@@ -49,7 +49,7 @@ from longva_plugins.fileio import atomic_write_text  # noqa: E402
 
 CPU_REFERENCE = ROOT / "benchmarks" / "data" / "nano_vniah_cpu.json"
 DRY_GRID = "frames=10:70:60;depths=0,0.2,0.4,0.6,0.8,1"  # two of its frame counts
-#: README "Paper scale, on paper": weights + chunk activations, and KV + embeddings per frame.
+#: docs/vniah.md "Paper scale, on paper": weights + chunk activations, and KV + embeddings per frame.
 MEMORY_MODEL_GIB, MEMORY_PER_FRAME_MIB = 15.7, 8.9
 OFFLINE = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
 

@@ -28,7 +28,7 @@ It trains the checkpoint's language model (or, with ``--scratch LAYERS,WIDTH,HEA
 one of that shape with the nano tokenizer), then reports the loss every 100 steps and the letter
 accuracy on 96 unseen prompts, by task format and by answer letter. ``--json`` writes the
 measurement; ``--save DIR`` the trained checkpoint (the source's other files with it), which
-``--checkpoint DIR --seed 1`` continues on new prompts. Measured numbers are in the README
+``--checkpoint DIR --seed 1`` continues on new prompts. Measured numbers are in docs/research/multiple-choice-probes.md
 ("Multiple choice: not yet").
 """
 

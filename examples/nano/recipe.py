@@ -220,7 +220,7 @@ def main():
     parser.add_argument("--out", default="outputs/nano")
     parser.add_argument("--install", action="store_true", help="copy the long model into the package (nano_checkpoint())")
     parser.add_argument("--mc", action="store_true", help="experimental: add stage 3 (multiple-choice alignment) and score "
-                        "the multiple-choice tasks on the mini benchmark (not yet part of the shipped model: see the README)")
+                        "the multiple-choice tasks on the mini benchmark (not yet part of the shipped model: see docs/nano.md)")
     args = parser.parse_args()
     from longva_plugins.nano.build import install_nano, make_nano_init
     from longva_plugins.nano.report import write_report

@@ -36,7 +36,7 @@ def test_shipped_nano_retrieves_needles(nano, tmp_path, haystack):
     assert average == pytest.approx(sum(p["correct"] for p in per_sample) / len(per_sample))
     assert average >= 0.8, json.loads((out / "longva" / "vniah" / "breakdown.json").read_text())
     longest = [p["correct"] for p in per_sample if p["frames"] == 250]
-    # 250 frames = 4000 tokens, the stage-1 text length: the README measures 0.6-0.7 there (chance: 1/6)
+    # 250 frames = 4000 tokens, the stage-1 text length: docs/nano.md measures 0.6-0.7 there (chance: 1/6)
     assert sum(longest) / len(longest) >= 0.5, "retrieval holds far above chance at the stage-1 text length"
 
 

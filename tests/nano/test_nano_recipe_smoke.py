@@ -1,5 +1,5 @@
 """A few steps of each LongVA-nano stage, with the recipe's own scripts and config (the full recipe
-is ``examples/nano/recipe.py``; its measured tables are in the README)."""
+is ``examples/nano/recipe.py``; its measured tables are in docs/nano.md)."""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 Shipped in the package (``checkpoints/longva-nano/``, the reference on-disk layout) and used by
 ``longva-plugins demo``. Recipe: ``examples/nano/`` (stage 0 the tower, stage 1 long text, stage 2
-short images, V-NIAH zero-shot); the README gives its measured tables.
+short images, V-NIAH zero-shot); docs/nano.md gives its measured tables.
 
 Architecture: Qwen2 language model (4 layers, width 128, 4 query / 2 key-value heads, byte-level
 BPE of 1024 tokens); CLIP tower at 336 px with 21 px patches (16 x 16 grid, width 64, 3 layers of

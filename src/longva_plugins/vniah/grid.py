@@ -80,7 +80,7 @@ def layout(num_frames: int, depth: float) -> list[int | None]:
 
 
 def env_settings() -> dict:
-    """The V-NIAH configuration from the environment (documented in the README); where a variable
+    """The V-NIAH configuration from the environment (documented in docs/vniah.md); where a variable
     is unset, the evaluated checkpoint's ``eval_defaults`` (``vniah_grid``, ``vniah_haystack``,
     ``vniah_needles``), then the package defaults."""
     from longva_plugins.lmms_eval_plugin.task_utils.common import setting
