@@ -41,6 +41,7 @@ def main() -> int:
     keep_trainable_in_float32(model)
     model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model.config.use_cache = False
+    model.get_base_model().logits_at_labels_only = True  # as the training entry points set it
     hidden = model.config.hidden_size
     tokens = args.frames * TOKENS_PER_FRAME + 256
     embeds = torch.randn(1, tokens, hidden, device=device, dtype=torch.bfloat16 if cuda else torch.float32)
@@ -61,7 +62,7 @@ def main() -> int:
     dims = {**MODEL_7B, "layers": shapes["num_hidden_layers"], "hidden": shapes["hidden_size"],
             "intermediate": shapes["intermediate_size"], "heads": shapes["num_attention_heads"],
             "kv_heads": shapes["num_key_value_heads"], "vocab": shapes["vocab_size"], "tower_params": 0,
-            "tower_hidden": 32}
+            "tower_hidden": 32, "patches_per_frame": 0}  # (random visual embeddings: no projector runs)
     model_gib = estimate(args.frames, r=64 if args.scale == "paper" else 8, model=dims).total / GIB
     row = {"scale": args.scale, "frames": args.frames, "tokens": tokens, "loss": loss.item(), "seconds": seconds,
            "peak_gib": torch.cuda.max_memory_allocated() / GIB if cuda else None, "memory_model_gib": model_gib}

@@ -388,3 +388,33 @@ def test_deepspeed_configs_are_checked_before_the_run(tmp_path):
     if importlib.util.find_spec("deepspeed") is None:
         with pytest.raises(SettingError, match="the deepspeed package is not installed"):
             parse_training_config({"deepspeed": str(examples / "zero3.json")})
+
+
+def test_logits_at_labels_only_give_the_same_loss_and_gradients(tiny, dataset_file):
+    """Training forwards compute the LM head and the fp32 logits only where a label is (the answers):
+    the loss and every gradient equal the full-logits forward's, with and without the Trainer's
+    ``num_items_in_batch``; evaluation forwards keep every position's logits."""
+    from longva_plugins.models.longva import LongVAForConditionalGeneration
+
+    path, processor = tiny
+    dataset = LLaVAConversationDataset(dataset_file, processor, max_frames=2)
+    batch = DataCollatorForLongVA(processor.pad_token_id)([dataset[i] for i in range(len(dataset))])
+    model = LongVAForConditionalGeneration.from_pretrained(path).train()
+    results = []
+    for at_labels, extra in ((False, {}), (True, {}), (False, {"num_items_in_batch": 7}), (True, {"num_items_in_batch": 7})):
+        model.logits_at_labels_only = at_labels
+        model.zero_grad()
+        out = model(**batch, **extra)
+        out.loss.backward()
+        results.append((out.loss.item(), out.logits.shape, {n: p.grad.clone() for n, p in model.named_parameters()
+                                                           if p.grad is not None}))
+    labelled = int((batch["labels"][:, 1:] != -100).sum())
+    assert results[1][1] == (labelled, model.config.vocab_size) and results[0][1][:2] == batch["input_ids"].shape
+    for full, slim in ((results[0], results[1]), (results[2], results[3])):
+        assert slim[0] == pytest.approx(full[0], rel=1e-6)
+        for name, grad in full[2].items():
+            torch.testing.assert_close(slim[2][name], grad, atol=1e-6, rtol=1e-5, msg=name)
+    model.eval()
+    model.logits_at_labels_only = True
+    with torch.no_grad():
+        assert model(**batch).logits.shape[:2] == batch["input_ids"].shape, "evaluation keeps every position"

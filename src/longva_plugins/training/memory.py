@@ -11,12 +11,17 @@ Terms (bytes per GPU), for a Qwen2 language model of ``layers`` x ``hidden`` (ML
   (``tokens x hidden`` in the compute dtype) is kept, and one layer's activations are rebuilt at a
   time in the backward (attention via a flash/SDPA kernel: no ``tokens^2`` term; the MLP's
   ``tokens x intermediate`` x 3 dominate); without checkpointing every layer keeps them;
-- **logits**: transformers computes ``tokens x vocab`` logits and upcasts them to fp32 for the loss,
-  and the backward holds their gradient as well: 8 bytes per token and vocabulary entry. For LongVA
-  (vocabulary 152,064) this is the largest activation term of a long video.
+- **projector activations**: the projector runs on every CLIP patch before pooling (576 a frame) and
+  trains in every stage, so its input and its two ``hidden``-wide activations are kept for the
+  backward: ``frames x 576 x (tower_hidden + 3 hidden)`` x 2 bytes (the frozen tower keeps nothing;
+  ``tune_vision_tower`` adds the tower's own activations, not modelled);
+- **logits**: fp32 logits and their gradient, 8 bytes per position and vocabulary entry. Training
+  computes them only at the labelled positions (the answers; ``logits_at_labels_only``);
+  transformers' default computes every position's, which for LongVA (vocabulary 152,064) is the
+  largest activation term of a long video (``labelled_tokens=None`` models that).
 
 With ``sequence_parallel: S`` every token term is divided by S (each rank holds its shard); the
-encoded frames (``frames x 576`` CLIP tokens, tower frozen: no stored activations) are not.
+projector's activations are not (every rank of a group encodes the frames).
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ GIB = 2**30
 
 #: LongVA-7B (Qwen2-7B-Instruct extended to 224K + CLIP ViT-L/14-336 + mlp2x_gelu projector)
 LONGVA_7B = {"layers": 28, "hidden": 3584, "intermediate": 18944, "heads": 28, "kv_heads": 4, "vocab": 152064,
-             "tower_params": 303_500_000, "tower_hidden": 1024, "tokens_per_frame": 144}
+             "tower_params": 303_500_000, "tower_hidden": 1024, "tokens_per_frame": 144, "patches_per_frame": 576}
 
 
 def lora_parameters(layers: int, hidden: int, intermediate: int, heads: int, kv_heads: int, r: int) -> int:
@@ -58,19 +63,22 @@ class MemoryEstimate:
     weights: float
     trainable_state: float
     activations: float
+    projector_activations: float
     logits: float
 
     @property
     def total(self) -> float:
-        return self.weights + self.trainable_state + self.activations + self.logits
+        return self.weights + self.trainable_state + self.activations + self.projector_activations + self.logits
 
     def gib(self) -> dict[str, float]:
         return {k: round(v / GIB, 1) for k, v in {**self.__dict__, "total": self.total}.items()}
 
 
 def estimate(frames: int, text_tokens: int = 256, stage: str = "lora", r: int = 64, gpus: int = 1, zero: int = 0,
-             sequence_parallel: int = 1, checkpointing: bool = True, model: dict | None = None) -> MemoryEstimate:
-    """Bytes per GPU of one bf16 training step on one ``frames``-frame video (plus ``text_tokens``).
+             sequence_parallel: int = 1, checkpointing: bool = True, labelled_tokens: int | None = 64,
+             model: dict | None = None) -> MemoryEstimate:
+    """Bytes per GPU of one bf16 training step on one ``frames``-frame video (plus ``text_tokens``,
+    of which ``labelled_tokens`` carry a loss; ``None``: logits at every position).
 
     ``zero``: the DeepSpeed ZeRO stage (0: none). Without DeepSpeed a full fine-tune holds fp32
     weights (autocast), LoRA and the projector stage a bf16 base with fp32 trainable parameters --
@@ -100,8 +108,10 @@ def estimate(frames: int, text_tokens: int = 256, stage: str = "lora", r: int = 
     tokens = (frames * m["tokens_per_frame"] + text_tokens) / sequence_parallel
     layer = tokens * (4 * m["hidden"] + 3 * m["intermediate"]) * 2  # one layer's bf16 activations
     activations = tokens * m["hidden"] * 2 * m["layers"] + layer if checkpointing else layer * m["layers"]
-    logits = tokens * m["vocab"] * 8  # fp32 logits and their gradient
-    return MemoryEstimate(weights, state, activations, logits)
+    positions = tokens if labelled_tokens is None else min(labelled_tokens, tokens)
+    logits = positions * m["vocab"] * 8  # fp32 logits and their gradient
+    projector_acts = frames * m.get("patches_per_frame", 576) * (m["tower_hidden"] + 3 * m["hidden"]) * 2
+    return MemoryEstimate(weights, state, activations, projector_acts, logits)
 
 
 __all__ = ["GIB", "LONGVA_7B", "MemoryEstimate", "estimate", "language_model_parameters", "lora_parameters",

@@ -135,6 +135,7 @@ def build_trainer(config: LongVATrainingConfig, args=None):
         set_trainable(model, config)
     keep_trainable_in_float32(model)
     model.config.use_cache = False  # no KV cache in training forwards (LLaVA's train.py; restored before saving)
+    getattr(model, "get_base_model", lambda: model)().logits_at_labels_only = True  # LM head only where a loss is
     max_length = config.model_max_length or getattr(model.config, "max_position_embeddings", None)
     dataset = LLaVAConversationDataset(config.data_path, processor, config.media_root, config.max_frames,
                                        config.on_bad_sample, model_max_length=max_length)

@@ -107,6 +107,10 @@ class LongVAForConditionalGeneration(LongVideoMixin, Qwen2ForCausalLM, Generatio
         self.model.mm_projector = LongVAProjector(config)
         #: argmax and generation ignore ids >= this (the tokenizer's length, set at load); None = all.
         self.valid_vocab_size: int | None = None
+        #: in training forwards with labels, compute logits only where a label is (the training
+        #: entry points set it; a long video's fp32 logits over every position are otherwise the
+        #: largest activation: ``tokens x vocabulary x 8`` bytes with their gradient)
+        self.logits_at_labels_only = False
         self.post_init()
 
     @property
@@ -132,8 +136,28 @@ class LongVAForConditionalGeneration(LongVideoMixin, Qwen2ForCausalLM, Generatio
             inputs_embeds, labels = self.embed_inputs(input_ids, pixel_values, image_grids, pixel_values_videos,
                                                       video_grids, labels)
             input_ids = None
+        if labels is not None and self.training and self.logits_at_labels_only and not logits_to_keep:
+            return self._loss_at_labels(input_ids, attention_mask, position_ids, inputs_embeds, labels, **kwargs)
         return super().forward(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                                inputs_embeds=inputs_embeds, labels=labels, logits_to_keep=logits_to_keep, **kwargs)
+
+    def _loss_at_labels(self, input_ids, attention_mask, position_ids, inputs_embeds, labels, num_items_in_batch=None,
+                        **kwargs):
+        """transformers' causal-LM loss (next token, -100 ignored, summed over ``num_items_in_batch``
+        when the Trainer gives it, else the mean), with the LM head and the fp32 logits computed at
+        the labelled positions only; ``logits`` are those rows, ``(labelled positions, V)``."""
+        from transformers.modeling_outputs import CausalLMOutputWithPast
+
+        outputs = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                             inputs_embeds=inputs_embeds, **kwargs)
+        hidden = outputs.last_hidden_state[:, :-1]
+        targets = labels[:, 1:].to(hidden.device)
+        keep = targets != IGNORE_INDEX
+        logits = self.lm_head(hidden[keep]).float()  # (n, V)
+        loss = F.cross_entropy(logits, targets[keep], reduction="sum")
+        loss = loss / (num_items_in_batch if num_items_in_batch is not None else keep.sum().clamp(min=1))
+        return CausalLMOutputWithPast(loss=loss, logits=logits, past_key_values=outputs.past_key_values,
+                                      hidden_states=outputs.hidden_states, attentions=outputs.attentions)
 
     def embed_inputs(self, input_ids, pixel_values=None, image_grids=None, pixel_values_videos=None, video_grids=None,
                      labels=None):
