@@ -23,7 +23,10 @@ reported as such and the others still run):
 6. ``training_step``: one LoRA step (bf16 base, activation checkpointing) of a random model with
    LongVA-7B's shapes on a 64- and a 128-frame sample, peak memory against the training memory
    model (``longva_plugins.training.memory``, docs/training.md); the tiny shapes at 4 frames on CPU.
-7. ``sequence_parallel``: needs two or more GPUs; skipped (and said so) on fewer.
+7. ``training_engines``: two training steps of the tiny LongVA through ``longva-plugins train`` on
+   each engine -- DDP, FSDP (``torchrun``, one process), DeepSpeed ZeRO-2 and QLoRA where deepspeed /
+   bitsandbytes import (else skipped, with the reason); the dry run runs the DDP case on CPU.
+8. ``sequence_parallel``: needs two or more GPUs; skipped (and said so) on fewer.
 
 Writes ``report.json``, ``report.md`` and ``gpu_check.log`` (every step's output) into ``--out``.
 Exit status: 0 when every step that ran passed, 1 otherwise.
@@ -234,6 +237,19 @@ def training_step(check: Check, cuda: bool) -> None:
                 300, "peak_gib", "loss")
 
 
+def training_engines(check: Check, cuda: bool) -> None:
+    rows, all_ok = [], True
+    for engine in ("ddp", "fsdp", "deepspeed", "qlora") if cuda else ("ddp",):
+        out = check.work / f"engine-{engine}.json"
+        ok, why = check.run(f"training_{engine}", [sys.executable, ROOT / "benchmarks" / "gpu_train_engines.py",
+                                                   "--engine", engine, "--json", out], timeout=300)
+        row = json.loads(out.read_text()) if out.is_file() else {"engine": engine, "status": "failed", "reason": why}
+        all_ok &= row["status"] != "failed"
+        rows.append(row)
+    check.record("training_engines", status="passed" if all_ok else "failed", rows=rows,
+                 summary=", ".join(f"{r['engine']} {r['status']}" for r in rows))
+
+
 def sequence_parallel(check: Check, devices: int) -> None:
     check.record("sequence_parallel", status="skipped",
                  summary=f"needs 2 or more GPUs; this machine has {devices}"
@@ -307,6 +323,7 @@ def main(argv=None) -> int:
     nano_vniah(check, cuda)
     vniah_cell(check, cuda)
     training_step(check, cuda)
+    training_engines(check, cuda)
     sequence_parallel(check, len(env["devices"]))
     report = {"date": time.strftime("%Y-%m-%d %H:%M:%S"), "dry_run": args.dry_run,
               "seconds": time.perf_counter() - start, "steps": check.steps}

@@ -92,7 +92,7 @@ def test_dry_run_installs_the_wheels_to_a_target_and_writes_the_report(tmp_path)
     report = json.loads((out / "report.json").read_text())
     steps = report["steps"]
     assert report["dry_run"] and list(steps) == ["environment", "gpu_tests", "ring", "nano_vniah", "vniah_cell",
-                                                 "training_step", "sequence_parallel"]
+                                                 "training_step", "training_engines", "sequence_parallel"]
     carried = steps["environment"]["carried"]
     assert len(carried) == len(list(wheels.glob("*.whl"))) and set(carried.values()) == {"target"}
     assert steps["environment"]["wheel_target"] == str(target) and "longva" in steps["environment"]["lmms_eval_models"]
@@ -102,6 +102,7 @@ def test_dry_run_installs_the_wheels_to_a_target_and_writes_the_report(tmp_path)
     assert cpu["agree_with_cpu"] == cpu["compared"] == cpu["cells"] == 12
     assert steps["vniah_cell"]["rows"][0]["frames"] == 8 and steps["vniah_cell"]["status"] == "passed"
     assert steps["training_step"]["status"] == "passed" and steps["training_step"]["rows"][0]["frames"] == 4
+    assert [(r["engine"], r["status"]) for r in steps["training_engines"]["rows"]] == [("ddp", "passed")]
     assert steps["sequence_parallel"]["status"] == "skipped"
     md = (out / "report.md").read_text()
     assert "dry run" in md and "| nano_vniah | passed |" in md and "| 1024 |" in md

@@ -418,3 +418,17 @@ def test_logits_at_labels_only_give_the_same_loss_and_gradients(tiny, dataset_fi
     model.logits_at_labels_only = True
     with torch.no_grad():
         assert model(**batch).logits.shape[:2] == batch["input_ids"].shape, "evaluation keeps every position"
+
+
+def test_qlora_is_refused_where_it_cannot_run(tiny, dataset_file, tmp_path):
+    """QLoRA (``load_in_4bit``) needs CUDA and bitsandbytes: elsewhere the run stops before loading,
+    naming the setting; it quantises a frozen base, so only stage lora takes it."""
+    from longva_plugins.training.run import build_trainer
+
+    with pytest.raises(SettingError, match=r"load_in_4bit=true quantises a frozen base: stage='full'"):
+        parse_training_config({"load_in_4bit": True, "stage": "full"})
+    if torch.cuda.is_available():
+        pytest.skip("CUDA present: QLoRA runs in benchmarks/gpu_check.sh (training_engines)")
+    config, args = _config(tiny, dataset_file, tmp_path, load_in_4bit=True)
+    with pytest.raises(SettingError, match="load_in_4bit=true needs a CUDA device"):
+        build_trainer(config, args)

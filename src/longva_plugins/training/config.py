@@ -41,6 +41,8 @@ class LongVATrainingConfig:
     lora_alpha: int = field(default=16, metadata={"help": "LoRA alpha (LLaVA: 16)"})
     lora_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout (LLaVA: 0.05)"})
     lora_target_modules: str = field(default=DEFAULT_LORA_TARGETS, metadata={"help": "PEFT target_modules (a regex, or names joined by commas)"})
+    load_in_4bit: bool = field(default=False, metadata={
+        "help": "QLoRA: the frozen base quantised to 4-bit NF4 (bitsandbytes, CUDA only; stage lora)"})
     max_frames: int = field(default=8, metadata={"help": "frames sampled per training video"})
     model_max_length: int | None = field(default=None, metadata={
         "help": "longest sample in tokens, visual tokens included (default: the checkpoint's max_position_embeddings); "
@@ -68,6 +70,8 @@ class LongVATrainingConfig:
             raise SettingError(f"model_max_length={self.model_max_length} is not allowed; use 1 or more (or leave it unset)")
         if self.on_bad_sample not in BAD_SAMPLE_POLICIES:
             raise SettingError(f"on_bad_sample={self.on_bad_sample!r} is not allowed; use one of {', '.join(BAD_SAMPLE_POLICIES)}")
+        if self.load_in_4bit and self.stage != "lora":
+            raise SettingError(f"load_in_4bit=true quantises a frozen base: stage={self.stage!r} is not allowed; use lora")
         if self.sequence_parallel < 1:
             raise SettingError(f"sequence_parallel={self.sequence_parallel} is not allowed; use 1 (off) or more ranks")
         if self.sequence_parallel > 1 and self.packing:

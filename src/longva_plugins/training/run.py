@@ -109,6 +109,26 @@ def join_sequence_parallel_group(config: LongVATrainingConfig, args):
     return group
 
 
+def quantization_config(config: LongVATrainingConfig, args):
+    """QLoRA's 4-bit NF4 base (double quantisation, compute in the run's half precision), the tower,
+    projector and LM head left unquantised; ``None`` without ``load_in_4bit``. Refused, naming the
+    setting, where it cannot run (no CUDA device, no bitsandbytes)."""
+    if not config.load_in_4bit:
+        return None
+    import importlib.util
+
+    if not torch.cuda.is_available():
+        raise SettingError("load_in_4bit=true needs a CUDA device (bitsandbytes' 4-bit kernels); this machine has "
+                           "none -- drop load_in_4bit")
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise SettingError("load_in_4bit=true needs bitsandbytes: pip install 'longva-plugins[qlora]'")
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                              bnb_4bit_compute_dtype=torch.float16 if args.fp16 else torch.bfloat16,
+                              llm_int8_skip_modules=["vision_tower", "mm_projector", "lm_head"])
+
+
 def build_trainer(config: LongVATrainingConfig, args=None):
     """A :class:`LongVATrainer` for ``config`` and ``args`` (``TrainingArguments``; LLaVA's defaults
     when omitted)."""
@@ -124,12 +144,18 @@ def build_trainer(config: LongVATrainingConfig, args=None):
         from longva_plugins.attention import ZIGZAG  # (registers the ring attention names)
 
         attention = ZIGZAG
+    quantized = quantization_config(config, args)
+    extra = {"quantization_config": quantized, "device_map": {"": args.local_process_index}} if quantized else {}
     model = LongVAForConditionalGeneration.from_pretrained(config.model_name_or_path, dtype=load_dtype(config, args),
-                                                           attn_implementation=attention)
+                                                           attn_implementation=attention, **extra)
     processor = LongVAProcessor.from_pretrained(config.model_name_or_path)
     if config.stage == "lora":
         for param in model.parameters():
             param.requires_grad = False
+        if quantized:
+            from peft import prepare_model_for_kbit_training
+
+            model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
         model = apply_lora(model, config)
     else:
         set_trainable(model, config)
@@ -165,5 +191,5 @@ def train(config: LongVATrainingConfig, args=None):
     return trainer
 
 
-__all__ = ["build_trainer", "checkpoint_is_complete", "join_sequence_parallel_group", "keep_trainable_in_float32", "load_dtype", "resolve_resume",
+__all__ = ["build_trainer", "checkpoint_is_complete", "join_sequence_parallel_group", "quantization_config", "keep_trainable_in_float32", "load_dtype", "resolve_resume",
            "train"]
