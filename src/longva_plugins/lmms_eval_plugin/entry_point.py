@@ -13,6 +13,16 @@ from longva_plugins.lmms_eval_plugin.compat.registry import register_manifest_if
 
 logger = logging.getLogger(__name__)
 
+#: the compat workarounds the entry point and :func:`install` apply, and what a failure of each means
+#: for the run (``{cause}``: the exception; ``{hint}``: the task folder; ``{version}``: lmms-eval's)
+WORKAROUNDS = (
+    ("patch_task_manager", "zero-flag task discovery is unavailable ({cause}); pass --include_path {hint}."),
+    ("patch_loglikelihood_results", "loglikelihood compatibility fix not applied ({cause}); "
+                                    "loglikelihood/multiple_choice tasks may crash on lmms-eval {version}."),
+    ("patch_results_writer", "a results file lmms-eval fails to write will not stop the run ({cause})."),
+    ("patch_response_cache", "--use_cache will not notice a changed checkpoint at the same path ({cause})."),
+)
+
 
 def install() -> list[str]:
     """Wire longva-plugins into lmms-eval for Python API users (see :func:`longva_plugins.install`).
@@ -30,10 +40,8 @@ def install() -> list[str]:
             version,
             compat.task_folder_hint(),
         )
-    compat.patch_task_manager()
-    compat.patch_loglikelihood_results()
-    compat.patch_response_cache()
-    compat.patch_results_writer()
+    for name, _ in WORKAROUNDS:
+        getattr(compat, name)()
     register_manifest_if_registry_loaded()
     return compat.plugin_task_folders()
 
@@ -49,35 +57,12 @@ def lmms_eval_manifests():
     except Exception as exc:
         logger.warning("longva-plugins: cannot build the lmms-eval model manifest (%s: %s).", type(exc).__name__, exc)
         return []
-    try:
-        compat.patch_task_manager()
-    except Exception as exc:
-        logger.warning(
-            "longva-plugins: zero-flag task discovery is unavailable (%s: %s); pass --include_path %s.",
-            type(exc).__name__,
-            exc,
-            compat.task_folder_hint(),
-        )
-    try:
-        compat.patch_loglikelihood_results()
-    except Exception as exc:
-        logger.warning(
-            "longva-plugins: loglikelihood compatibility fix not applied (%s: %s); "
-            "loglikelihood/multiple_choice tasks may crash on lmms-eval %s.",
-            type(exc).__name__,
-            exc,
-            compat.lmms_eval_version(),
-        )
-    try:
-        compat.patch_results_writer()
-    except Exception as exc:
-        logger.warning("longva-plugins: a results file lmms-eval fails to write will not stop the run (%s: %s).",
-                       type(exc).__name__, exc)
-    try:
-        compat.patch_response_cache()
-    except Exception as exc:
-        logger.warning("longva-plugins: --use_cache will not notice a changed checkpoint at the same path (%s: %s).",
-                       type(exc).__name__, exc)
+    for name, consequence in WORKAROUNDS:
+        try:
+            getattr(compat, name)()
+        except Exception as exc:
+            logger.warning("longva-plugins: %s", consequence.format(
+                cause=f"{type(exc).__name__}: {exc}", hint=compat.task_folder_hint(), version=compat.lmms_eval_version()))
     return manifests
 
 
