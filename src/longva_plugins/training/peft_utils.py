@@ -40,6 +40,11 @@ def apply_lora(model, config):
     return peft_model
 
 
+def base_model(model):
+    """The model under PEFT's wrapper (the model itself when it has none)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
 def set_trainable(model, config) -> None:
     """Non-LoRA stages: which parameters train (projector stage: projector only)."""
     for name, param in model.named_parameters():
@@ -61,4 +66,4 @@ def load_adapter_into(model, adapter_dir: str | os.PathLike, merge: bool = True)
     return peft_model.merge_and_unload() if merge else peft_model
 
 
-__all__ = ["apply_lora", "load_adapter_into", "lora_targets", "set_trainable"]
+__all__ = ["apply_lora", "base_model", "load_adapter_into", "lora_targets", "set_trainable"]

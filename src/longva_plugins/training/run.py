@@ -16,7 +16,7 @@ from longva_plugins.errors import SettingError
 from longva_plugins.training.config import LongVATrainingConfig, parse_training_config
 from longva_plugins.training.data import DataCollatorForLongVA, LLaVAConversationDataset
 from longva_plugins.training.hooks import apply_longva_hooks
-from longva_plugins.training.peft_utils import apply_lora, set_trainable
+from longva_plugins.training.peft_utils import apply_lora, base_model, set_trainable
 from longva_plugins.training.trainer import LongVATrainer
 
 logger = logging.getLogger(__name__)
@@ -161,7 +161,7 @@ def build_trainer(config: LongVATrainingConfig, args=None):
         set_trainable(model, config)
     keep_trainable_in_float32(model)
     model.config.use_cache = False  # no KV cache in training forwards (LLaVA's train.py; restored before saving)
-    getattr(model, "get_base_model", lambda: model)().logits_at_labels_only = True  # LM head only where a loss is
+    base_model(model).logits_at_labels_only = True  # the LM head only where a loss is taken
     max_length = config.model_max_length or getattr(model.config, "max_position_embeddings", None)
     dataset = LLaVAConversationDataset(config.data_path, processor, config.media_root, config.max_frames,
                                        config.on_bad_sample, model_max_length=max_length)
@@ -185,8 +185,7 @@ def train(config: LongVATrainingConfig, args=None):
     trainer = build_trainer(config, args)
     resume = resolve_resume(trainer.args.resume_from_checkpoint, trainer.args.output_dir)
     trainer.train(resume_from_checkpoint=resume)
-    config_of = getattr(trainer.model, "get_base_model", lambda: trainer.model)().config
-    config_of.use_cache = True
+    base_model(trainer.model).config.use_cache = True
     trainer.save_model(trainer.args.output_dir)
     return trainer
 
