@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import random
 
-from torch.utils.data import Sampler
+from torch.utils.data import BatchSampler, Sampler
 from transformers import Trainer
 
 
@@ -46,25 +46,13 @@ class ModalityLengthGroupedSampler(Sampler[int]):
         return iter([i for batch in batches for i in batch])
 
 
-class _ReplicaBatches:
-    """Batch ``i`` of ``batches`` goes to replica ``i % replicas`` (whole batches: the ranks of a
-    sequence-parallel group share theirs)."""
-
-    def __init__(self, batches, replicas: int, replica: int):
-        self.batch_sampler, self.replicas, self.replica = batches, replicas, replica
+class _EpochBatchSampler(BatchSampler):
+    """A ``BatchSampler`` that passes the Trainer's ``set_epoch`` on to its sampler (the Trainer calls
+    it on the sampler under accelerate's ``BatchSamplerShard``)."""
 
     def set_epoch(self, epoch: int) -> None:
-        sampler = getattr(self.batch_sampler, "sampler", None)
-        if hasattr(sampler, "set_epoch"):
-            sampler.set_epoch(epoch)
-
-    def __iter__(self):
-        for i, batch in enumerate(self.batch_sampler):
-            if i % self.replicas == self.replica:
-                yield batch
-
-    def __len__(self) -> int:
-        return (len(self.batch_sampler) - self.replica + self.replicas - 1) // self.replicas
+        if hasattr(self.sampler, "set_epoch"):
+            self.sampler.set_epoch(epoch)
 
 
 class LongVATrainer(Trainer):
@@ -92,17 +80,20 @@ class LongVATrainer(Trainer):
     def get_train_dataloader(self):
         """Under ``sequence_parallel: S``: every rank of a group gets the same batches, each group (a
         data-parallel replica) every ``world/S``-th batch of the sampler's order (the order one
-        process would see); otherwise the Trainer's own loader."""
+        process would see; accelerate's ``BatchSamplerShard``, so every replica runs as many steps);
+        otherwise the Trainer's own loader."""
         if self.sequence_parallel_size == 1:
             return super().get_train_dataloader()
-        from torch.utils.data import BatchSampler, DataLoader
+        from accelerate.data_loader import BatchSamplerShard
+        from torch.utils.data import DataLoader
 
-        replicas = self.args.world_size // self.sequence_parallel_size
-        batches = BatchSampler(self._get_train_sampler(), self._train_batch_size, drop_last=self.args.dataloader_drop_last)
-        return DataLoader(self.train_dataset, batch_sampler=_ReplicaBatches(batches, replicas,
-                                                                             self.args.process_index // self.sequence_parallel_size),
-                          collate_fn=self.data_collator, num_workers=self.args.dataloader_num_workers,
-                          pin_memory=self.args.dataloader_pin_memory)
+        batches = _EpochBatchSampler(self._get_train_sampler(), self._train_batch_size,
+                                     drop_last=self.args.dataloader_drop_last)
+        # accelerate's sharding of whole batches over the replicas (each as many, wrapping round)
+        shard = BatchSamplerShard(batches, num_processes=self.args.world_size // self.sequence_parallel_size,
+                                  process_index=self.args.process_index // self.sequence_parallel_size)
+        return DataLoader(self.train_dataset, batch_sampler=shard, collate_fn=self.data_collator,
+                          num_workers=self.args.dataloader_num_workers, pin_memory=self.args.dataloader_pin_memory)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         """Under ``sequence_parallel: S``: the visuals are encoded on every rank of the group and put
@@ -113,8 +104,9 @@ class LongVATrainer(Trainer):
             return super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
         from longva_plugins.training.long_context import sequence_parallel_loss
 
-        core = model.module if hasattr(model, "module") else model  # DDP
-        core = core.get_base_model() if hasattr(core, "get_base_model") else core  # PEFT
+        from longva_plugins.training.peft_utils import base_model
+
+        core = base_model(model.module if hasattr(model, "module") else model)  # under DDP and PEFT
         visual = {k: inputs[k] for k in ("pixel_values", "image_grids", "pixel_values_videos", "video_grids") if k in inputs}
         embeds, labels = core.embed_inputs(inputs["input_ids"], labels=inputs["labels"], **visual)
         loss, _ = sequence_parallel_loss(model, group=self.sequence_parallel_group, labels=labels, inputs_embeds=embeds)
