@@ -140,7 +140,8 @@ def _refuse_unknown(keys, where: str) -> None:
 
 
 def read_config_file(path: str | Path) -> dict:
-    """The flat mapping of a YAML or JSON config file (unknown keys refused)."""
+    """The flat mapping of a YAML or JSON config file (its keys are checked by
+    :func:`parse_training_config`)."""
     import yaml
 
     path = Path(path)
@@ -156,7 +157,6 @@ def read_config_file(path: str | Path) -> dict:
         data = {}
     if not isinstance(data, dict):
         raise SettingError(f"config file {path} must hold a mapping of keys to values; got {type(data).__name__}")
-    _refuse_unknown(data, str(path))
     return data
 
 
@@ -213,9 +213,13 @@ def parse_training_config(data: dict | None = None, argv: list[str] | None = Non
     data = dict(data or {})
     _refuse_unknown(data, where)
     argv = list(argv or [])
-    stage = data.get("stage", "lora")
-    if "--stage" in argv[:-1]:
-        stage = argv[argv.index("--stage") + 1]
+    overrides = {}  # --key value / --key=value on the command line (the last one wins, as argparse's)
+    for i, arg in enumerate(argv):
+        if arg.startswith("--"):
+            key, sep, value = arg[2:].partition("=")
+            overrides[key.replace("-", "_")] = value if sep else (argv[i + 1] if i + 1 < len(argv) else "")
+    _refuse_unknown([key.removeprefix("no_") for key in overrides], "command line")
+    stage = overrides.get("stage", data.get("stage", "lora"))
     merged = {**llava_defaults(stage), **data}
     for key in ("activation_checkpointing_kwargs", "gradient_checkpointing_kwargs", "fsdp_config", "lr_scheduler_kwargs",
                 "accelerator_config"):
@@ -230,9 +234,6 @@ def parse_training_config(data: dict | None = None, argv: list[str] | None = Non
         raise SettingError(f"command line: {message}")
 
     parser.error = refuse
-    for arg in argv:
-        if arg.startswith("--"):
-            _refuse_unknown([arg[2:].split("=", 1)[0].replace("-", "_").removeprefix("no_")], "command line")
     try:
         *parsed, rest = parser.parse_args_into_dataclasses(args=argv, return_remaining_strings=True)
         config, args = parsed[:2]
