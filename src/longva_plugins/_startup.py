@@ -41,12 +41,11 @@ AUTO = {
 WAIT_FOR = "transformers"
 
 
-def _call(target: tuple[str, str], module) -> bool:
+def _call(target: tuple[str, str], module) -> None:
     try:
         getattr(importlib.import_module(target[0]), target[1])(module)
-        return True
     except Exception:  # never break lmms-eval or transformers because of this convenience
-        return False
+        pass
 
 
 class _CallAfterExec(importlib.abc.Loader):

@@ -102,13 +102,9 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names load on f
     from longva_plugins.models.longva.video_processing_longva import LongVAVideoProcessor
 
 
-def _watch_auto_classes() -> None:
-    from longva_plugins._startup import watch_transformers_auto
+from longva_plugins._startup import watch_transformers_auto  # noqa: E402  (cheap: no transformers import)
 
-    watch_transformers_auto()
-
-
-_watch_auto_classes()
+watch_transformers_auto()
 
 __all__ = [
     "IMAGE_TOKEN_INDEX",
