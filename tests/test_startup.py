@@ -49,6 +49,8 @@ cheap = "torch" not in sys.modules and "transformers" not in sys.modules
 folder = sys.argv[2]
 if sys.argv[1] == "qwen2_first":      # a config class's import pulls transformers' auto modules in mid-import
     from transformers import Qwen2Config  # noqa: F401
+if sys.argv[1] == "our_processing_first":  # our processor module brings transformers' processing_auto mid-import
+    import longva_plugins.models.longva.processing_longva  # noqa: F401
 if sys.argv[1] == "processor_first":
     from transformers import AutoProcessor
     AutoProcessor.from_pretrained(folder)
@@ -65,12 +67,12 @@ print(cheap, type(AutoConfig.from_pretrained(folder)).__name__,
 """
 
 
-@pytest.mark.parametrize("order", ["plain", "qwen2_first", "processor_first", "pipeline"])
+@pytest.mark.parametrize("order", ["plain", "qwen2_first", "our_processing_first", "processor_first", "pipeline"])
 def test_the_startup_hook_registers_longva_with_the_auto_classes(order):
     """What an installed wheel's .pth does at interpreter start: the Auto classes (and the
     image-text-to-text pipeline) resolve the shipped nano without the user importing
-    longva-plugins, whatever transformers module is imported first; the hook itself imports
-    neither torch nor transformers."""
+    longva-plugins, whatever module is imported first (transformers' or LongVA's own); the hook
+    itself imports neither torch nor transformers."""
     import os
 
     from longva_plugins.nano.checkpoint import nano_checkpoint
@@ -84,3 +86,22 @@ def test_the_startup_hook_registers_longva_with_the_auto_classes(order):
     else:
         assert words == ["True", "LongVAConfig", "LongVAForConditionalGeneration", "LongVAForConditionalGeneration",
                          "LongVAProcessor", "False"], "registered, and the lmms-eval integration not imported"
+
+
+LOADER_PROBE = """
+import inspect, sys
+import longva_plugins._startup as startup
+startup.install_import_hook()
+from longva_plugins.nano.checkpoint import nano_checkpoint  # imported through the hook's wrapper
+import transformers.models.auto.configuration_auto as configuration_auto
+print(type(sys.modules["longva_plugins.nano"].__loader__).__name__, nano_checkpoint().is_dir(),
+      configuration_auto.__loader__.get_source(configuration_auto.__name__) == inspect.getsource(configuration_auto))
+"""
+
+
+def test_the_hooks_wrapped_loaders_keep_the_real_loaders_services():
+    """Modules imported through the hook's wrapper still give their source (tracebacks, inspect)
+    and their package resources (the shipped nano checkpoint)."""
+    out = subprocess.run([sys.executable, "-c", LOADER_PROBE], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.split() == ["_CallAfterExec", "True", "True"]

@@ -34,11 +34,13 @@ AUTO = {
     "transformers.models.auto.modeling_auto": ("longva_plugins.models.longva", "register_auto_models"),
     "transformers.models.auto.processing_auto": ("longva_plugins.models.longva", "register_auto_processor"),
 }
-#: The Auto registrations import transformers classes, which a half-executed transformers module
-#: cannot give (transformers' auto modules are first imported from inside other transformers
-#: modules: a config class's docstring decorator imports ``modeling_auto``, which imports
-#: ``configuration_auto``). So they wait until the outermost transformers import has finished.
-WAIT_FOR = "transformers"
+#: The Auto registrations import transformers classes and LongVA's own modules, which a
+#: half-executed module cannot give: transformers' auto modules are first imported from inside other
+#: transformers modules (a config class's docstring decorator imports ``modeling_auto``, which
+#: imports ``configuration_auto``) and from inside ours (``processing_longva`` imports
+#: ``ProcessorMixin``, which brings ``processing_auto``). So a registration waits until the
+#: outermost import of either package has finished.
+WAIT_FOR = ("transformers", "longva_plugins")
 
 
 def _call(target: tuple[str, str], module) -> None:
@@ -51,6 +53,11 @@ def _call(target: tuple[str, str], module) -> None:
 class _CallAfterExec(importlib.abc.Loader):
     def __init__(self, loader, finder: "_AfterImportFinder", target, counted: bool):
         self._loader, self._finder, self._target, self._counted = loader, finder, target, counted
+
+    def __getattr__(self, name):
+        # everything else is the real loader's: resource readers (importlib.resources), get_source
+        # (tracebacks, inspect), is_package, get_filename ...
+        return getattr(self._loader, name)
 
     def create_module(self, spec):
         return self._loader.create_module(spec)
@@ -69,19 +76,19 @@ class _CallAfterExec(importlib.abc.Loader):
 
 class _AfterImportFinder(importlib.abc.MetaPathFinder):
     """Wraps the loaders of watched modules (and, while an Auto registration waits, of every
-    transformers module, to know when the outermost one has finished)."""
+    transformers and longva_plugins module, to know when the outermost one has finished)."""
 
     def __init__(self):
         self.pending: dict[str, tuple[str, str]] = {}
         self.deferred: list[tuple[tuple[str, str], object]] = []
-        self.depth = 0  # transformers modules executing right now (wrapped ones)
+        self.depth = 0  # transformers / longva_plugins modules executing right now (wrapped ones)
         self.flushing = False
 
     def _counting(self) -> bool:
-        return any(n.startswith(WAIT_FOR + ".") for n in self.pending) or bool(self.deferred)
+        return any(n.split(".")[0] in WAIT_FOR for n in self.pending) or bool(self.deferred)
 
     def find_spec(self, fullname, path, target=None):
-        counted = fullname.split(".")[0] == WAIT_FOR and self._counting()
+        counted = fullname.split(".")[0] in WAIT_FOR and self._counting()
         if fullname not in self.pending and not counted:
             return None
         spec = None
@@ -104,7 +111,7 @@ class _AfterImportFinder(importlib.abc.MetaPathFinder):
         try:
             while True:
                 ready = [item for item in self.deferred
-                         if not (item[1].__name__.split(".")[0] == WAIT_FOR and self.depth > 0)]
+                         if not (item[1].__name__.split(".")[0] in WAIT_FOR and self.depth > 0)]
                 if not ready:
                     break
                 self.deferred = [item for item in self.deferred if item not in ready]
