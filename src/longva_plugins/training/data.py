@@ -30,8 +30,16 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
-from longva_plugins.constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
+from longva_plugins.constants import IGNORE_INDEX
 from longva_plugins.errors import DataError, SampleError
+from longva_plugins.models.longva.processing_longva import (
+    CHATML_CLOSE,
+    CHATML_END,
+    DEFAULT_SYSTEM,
+    chatml_open,
+    chatml_turn,
+    expand_placeholders,
+)
 
 logger = logging.getLogger(__name__)
 ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant"}
@@ -39,8 +47,6 @@ ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assi
 
 def tokenize_conversation(processor, conversations: list[dict], system: str | None = None):
     """``(input_ids, labels)`` for a multi-turn conversation in the ``qwen_1_5`` template."""
-    from longva_plugins.models.longva.processing_longva import CHATML_CLOSE, CHATML_END, DEFAULT_SYSTEM, chatml_open, chatml_turn
-
     system = DEFAULT_SYSTEM if system is None else system
     ids: list[int] = []
     labels: list[int] = []
@@ -165,10 +171,7 @@ class LLaVAConversationDataset(Dataset):
                            video_grids=torch.tensor([[pixel_values.shape[0]]]))
             visual_tokens = [pixel_values.shape[0] * self.processor.tokens_per_frame]
         ids = self.processor.expand_placeholders(input_ids.tolist(), visual_tokens)
-        visual = iter(visual_tokens)
-        expanded_labels = []
-        for token, label in zip(input_ids.tolist(), labels.tolist()):
-            expanded_labels.extend([IGNORE_INDEX] * next(visual) if token == IMAGE_TOKEN_INDEX else [label])
+        expanded_labels = expand_placeholders(input_ids.tolist(), visual_tokens, IGNORE_INDEX, values=labels.tolist())
         if self.model_max_length is not None and len(ids) > self.model_max_length:
             raise DataError(f"{len(ids)} tokens ({sum(visual_tokens)} visual) exceed model_max_length="
                             f"{self.model_max_length}; lower max_frames or raise model_max_length")

@@ -45,17 +45,19 @@ def chatml_turn(role: str, content: str) -> str:
     return chatml_open(role) + content + CHATML_CLOSE
 
 
-def expand_placeholders(ids: Sequence[int], visual_tokens: Sequence[int], image_token_id: int) -> list[int]:
+def expand_placeholders(ids: Sequence[int], visual_tokens: Sequence[int], image_token_id: int,
+                        values: Sequence[int] | None = None) -> list[int]:
     """``ids`` in the reference's form (one :data:`IMAGE_TOKEN_INDEX`, -200, per visual) with the
     ``i``-th placeholder repeated ``visual_tokens[i]`` times as ``image_token_id``: the
     ``input_ids`` of :meth:`LongVAProcessor.__call__` (the model puts visual token ``j`` at the
-    ``j``-th placeholder position)."""
+    ``j``-th placeholder position). ``values``, aligned with ``ids`` (e.g. training labels), are
+    expanded the same way instead of ``ids`` themselves (``image_token_id`` then the fill, e.g. -100)."""
     ids = list(ids)
     if ids.count(IMAGE_TOKEN_INDEX) != len(visual_tokens):
         raise InputMismatchError(f"{ids.count(IMAGE_TOKEN_INDEX)} placeholders but {len(visual_tokens)} visuals")
     out, visual = [], iter(visual_tokens)
-    for i in ids:
-        out.extend([image_token_id] * next(visual) if i == IMAGE_TOKEN_INDEX else [i])
+    for i, value in zip(ids, ids if values is None else values):
+        out.extend([image_token_id] * next(visual) if i == IMAGE_TOKEN_INDEX else [value])
     return out
 
 
