@@ -16,14 +16,10 @@ def _run(args) -> int:
     from longva_plugins.training.run import train
 
     data = read_config_file(args.config)
-    pairs, rest, tokens = list(args.set or []), [], list(args.overrides)
-    while tokens:  # --set KEY=VALUE may also come after the config's overrides
-        token = tokens.pop(0)
-        if token == "--set" and tokens:
-            pairs.append(tokens.pop(0))
-        else:
-            rest.append(token)
-    config, training_args = parse_training_config(data, set_overrides(pairs) + rest, where=str(args.config))
+    argv, tokens = set_overrides(args.set or []), iter(args.overrides)
+    for token in tokens:  # --set KEY=VALUE may also come among the overrides: in place, the last one wins
+        argv += set_overrides([next(tokens, "")]) if token == "--set" else [token]
+    config, training_args = parse_training_config(data, argv, where=str(args.config))
     config.check_complete()
     console = Console(stderr=True)
     if training_args.process_index == 0:
