@@ -94,6 +94,21 @@ def longva_needle_sets() -> Mapping[str, Callable[[], list[Needle]]] | None:
 
 
 @hookspec
+def longva_distractor_sets() -> Mapping[str, Callable[[], list[Needle]]] | None:
+    """Contribute V-NIAH-D distractor sets (``vniah_d``, ``LONGVA_VNIAH_DISTRACTORS``).
+
+    A distractor set pairs with a needle set by position: distractor ``i`` is inserted with needle
+    ``i``, so it must have as many entries. A distractor looks like its needle (the same kind of
+    object, in the same style) but does not answer the needle's question -- or answers it
+    differently: its ``answer`` is what a model that took it for the needle would say (recorded as
+    "distracted"); its ``question`` is not asked.
+
+    :return: a mapping ``{name: factory}`` where ``factory()`` returns a list of
+        :class:`longva_plugins.vniah.needles.Needle`, or ``None``.
+    """
+
+
+@hookspec
 def longva_haystacks() -> Mapping[str, Callable[[], Haystack]] | None:
     """Contribute named V-NIAH haystacks.
 

@@ -234,23 +234,28 @@ def test_fingerprint_covers_the_tokenizer(tiny):
     assert model_fingerprint(model, processor) == model_fingerprint(model, processor)
 
 
+def _trie_nodes(item_lists) -> int:
+    """Distinct non-empty prefixes of the cells' item lists: what a grid must prefill at least once."""
+    return len({tuple(items[:i]) for items in item_lists for i in range(1, len(items) + 1)})
+
+
 def test_one_kv_cache_grows_with_the_insertion_index_and_is_cropped_back(tiny, tmp_path, monkeypatch):
-    """Cells in insertion-index order prefill every haystack frame once into the prefix, on one
-    cache object that is cropped back to before the cell's question after each cell (no copies)."""
-    from longva_plugins.vniah.grid import cell_order_key, insertion_index
+    """Cells in insertion-index order share one cache object, cropped back to before the cell's
+    question after each cell (no copies); every distinct prefix of the grid's image sequences --
+    haystack frames before a needle, a needle and the frames after it -- is prefilled exactly once."""
+    from longva_plugins.vniah.cells import needle_cell
+    from longva_plugins.vniah.grid import cell_order_key
 
     scorer = _scorer(tiny, tmp_path)
     tokens = scorer.model.config.tokens_per_frame
-    grown = []
-    real = scorer._prefix_to
+    prefilled = []
+    real = scorer._prefill_items
 
-    def recording_prefix_to(idx):
-        before = scorer._prefix_frames
-        cache = real(idx)
-        grown.append(idx - min(before, idx))  # frames prefilled by this call
-        return cache
+    def recording(cache, items):
+        prefilled.append(len(items))
+        return real(cache, items)
 
-    monkeypatch.setattr(scorer, "_prefix_to", recording_prefix_to)
+    monkeypatch.setattr(scorer, "_prefill_items", recording)
     cells = sorted([(n, d, k) for n in (4, 8) for d in (0.0, 0.5, 1.0) for k in (0, 1)], key=lambda c: cell_order_key(*c))
     caches = set()
     for n, d, k in cells:
@@ -259,7 +264,7 @@ def test_one_kv_cache_grows_with_the_insertion_index_and_is_cropped_back(tiny, t
         # [prefix | haystack[:idx] | needle | haystack[idx:n]]: the question and answer dropped
         assert scorer._prefix_cache.get_seq_length() == scorer._prefix_pre_len + (n + 1) * tokens
     assert len(caches) == 1, "one KV cache for the whole grid"
-    assert sum(grown) == max(insertion_index(d, n) for n, d, _ in cells), "each prefix frame is prefilled once"
+    assert sum(prefilled) == _trie_nodes([needle_cell(*c) for c in cells]), "each shared prefix is prefilled once"
 
 
 def test_cells_with_the_same_prefix_and_needle_extend_the_previous_tail(tiny, tmp_path, monkeypatch):
@@ -271,13 +276,13 @@ def test_cells_with_the_same_prefix_and_needle_extend_the_previous_tail(tiny, tm
     plain = _scorer(tiny, tmp_path / "b")
     plain.reuse_prefix = False
     frames_prefilled = []
-    real = scorer._prefill_frames
+    real = scorer._prefill_items
 
-    def recording(cache, start, end):
-        frames_prefilled.append(end - start)
-        return real(cache, start, end)
+    def recording(cache, items):
+        frames_prefilled.append(sum(isinstance(i, int) for i in items))
+        return real(cache, items)
 
-    monkeypatch.setattr(scorer, "_prefill_frames", recording)
+    monkeypatch.setattr(scorer, "_prefill_items", recording)
     cells = sorted([(n, 0.0, k) for n in (2, 4, 8) for k in (0, 1)], key=lambda c: cell_order_key(*c))
     assert [c[2] for c in cells] == [0, 0, 0, 1, 1, 1] and [c[0] for c in cells] == [2, 4, 8] * 2
     for cell in cells:
@@ -285,6 +290,36 @@ def test_cells_with_the_same_prefix_and_needle_extend_the_previous_tail(tiny, tm
         assert a["pred_ids"] == b["pred_ids"] and a["correct"] == b["correct"]
         assert abs(a["nll_mean"] - b["nll_mean"]) < 1e-4
     assert sum(frames_prefilled) == 2 * 8, "each needle's tail frames prefilled once, for the longest count"
+
+
+def test_any_cells_in_order_key_order_prefill_each_prefix_once_and_match_plain_scoring(tiny, tmp_path, monkeypatch):
+    """The family's cells (a distractor beside the needle, several needles) on the one KV cache: in
+    :func:`order_key` order every distinct prefix is prefilled once, and every outcome equals
+    scoring the whole sequence from scratch."""
+    from longva_plugins.vniah.cells import distractor_cell, order_key
+    from longva_plugins.vniah.multi import build_cell
+    from longva_plugins.vniah.needles import synthetic_distractors
+
+    scorer = _scorer(tiny, tmp_path / "a")
+    scorer.distractors, scorer.distractor_set_id = synthetic_distractors(), "synthetic-distractors"
+    plain = _scorer(tiny, tmp_path / "b")
+    plain.distractors, plain.distractor_set_id = scorer.distractors, scorer.distractor_set_id
+    plain.reuse_prefix = False
+    cells = [(distractor_cell(8, d, k, side, 3), scorer.needles[k].question, scorer.needles[k].answer)
+             for d, side in ((0.5, "before"), (0.5, "after"), (0.0, "after"), (1.0, "before")) for k in (0, 1)]
+    for kind in ("retrieval", "ordering", "counting"):
+        cell = build_cell(kind, 6, 2, 1, scorer.needles)
+        cells += [(cell.items, q, a) for q, a, _ in cell.tries("mc")[:2]]
+    cells.sort(key=lambda c: order_key(c[0]))
+    prefilled = []
+    real = scorer._prefill_items
+    monkeypatch.setattr(scorer, "_prefill_items", lambda cache, items: (prefilled.append(len(items)), real(cache, items))[1])
+    for items, question, answer in cells:
+        a, b = scorer.score_items(items, question, answer), plain.score_items(items, question, answer)
+        assert a["pred_ids"] == b["pred_ids"] and a["correct"] == b["correct"]
+        assert abs(a["nll_mean"] - b["nll_mean"]) < 1e-4
+    assert sum(prefilled) == _trie_nodes([c[0] for c in cells])
+    assert scorer.scored == len({(tuple(map(str, c[0])), c[1], c[2]) for c in cells})
 
 
 SP_CELLS = [(4, 0.0, 0), (4, 0.5, 1), (8, 0.25, 0), (8, 1.0, 1)]

@@ -147,9 +147,11 @@ def cell_labels(box: tuple[int, int, int, int] | None, colour: str | None, grid:
     return labels
 
 
-def needle_image(colour: str, seed: int, size: int = TILE) -> Image.Image:
+def needle_image(colour: str, seed: int, size: int = TILE, framed: bool = True) -> Image.Image:
     """A V-NIAH needle: the framed square on a pale textured card beside two plain shapes that do
-    not cover it, a style stage 2 never drew (its backgrounds are gradients and colour noise)."""
+    not cover it, a style stage 2 never drew (its backgrounds are gradients and colour noise).
+    ``framed=False`` draws the same card with a plain square (no checker frame) instead: a V-NIAH-D
+    distractor, the same kind of object that does not answer "the framed square"."""
     rng = np.random.default_rng([7919, seed])
     tint = np.array([rng.integers(200, 250) for _ in range(3)], np.float32)
     pixels = tint + rng.normal(0, 6, size=(size, size, 3))
@@ -159,7 +161,10 @@ def needle_image(colour: str, seed: int, size: int = TILE) -> Image.Image:
     draw = ImageDraw.Draw(image)
     for _ in range(2):
         draw_distractor(draw, rng, size, size)
-    draw_object(image, x, y, side, COLOURS[colour])  # drawn last: nothing covers it
+    if framed:
+        draw_object(image, x, y, side, COLOURS[colour])  # drawn last: nothing covers it
+    else:
+        draw.rectangle((x, y, x + side - 1, y + side - 1), fill=COLOURS[colour])
     pad = 6  # and a margin of the card around it, so no shape touches the frame
     margin = np.asarray(image).copy()
     card = np.clip(tint + rng.normal(0, 6, size=margin.shape), 0, 255).astype(np.uint8)
@@ -178,5 +183,21 @@ def nano_needles():
             for i, name in enumerate(COLOURS)]
 
 
-__all__ = ["CANVASES", "COLOURS", "QUESTION", "background", "cell_labels", "compose", "draw_object", "nano_needles", "needle_image",
+def nano_distractors():
+    """The ``nano`` V-NIAH-D distractor set, paired with :func:`nano_needles` by position: the
+    needle's card (same seed, same shapes) with a plain square of the next colour where the framed
+    square was -- it looks like the needle but is not a framed square; its answer is its colour."""
+    from longva_plugins.vniah.needles import Needle
+
+    names = list(COLOURS)
+    out = []
+    for i, name in enumerate(names):
+        other = names[(i + 1) % len(names)]
+        out.append(Needle(np.asarray(needle_image(other, i, framed=False)), "\n" + QUESTION, other,
+                          id=f"nano-distractor-{i}-{other}"))
+    return out
+
+
+__all__ = ["CANVASES", "COLOURS", "QUESTION", "background", "cell_labels", "compose", "draw_object", "nano_distractors",
+           "nano_needles", "needle_image",
            "training_image"]

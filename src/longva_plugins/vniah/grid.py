@@ -82,15 +82,23 @@ def layout(num_frames: int, depth: float) -> list[int | None]:
 def env_settings() -> dict:
     """The V-NIAH configuration from the environment (documented in docs/vniah.md); where a variable
     is unset, the evaluated checkpoint's ``eval_defaults`` (``vniah_grid``, ``vniah_haystack``,
-    ``vniah_needles``), then the package defaults."""
+    ``vniah_needles``, ...), then the package defaults."""
     from longva_plugins.lmms_eval_plugin.task_utils.common import setting
 
+    needles = setting("vniah_needles", "synthetic")
     return {
         "grid": setting("vniah_grid", "small"),
         "haystack": setting("vniah_haystack", "synthetic"),
-        "needles": setting("vniah_needles", "synthetic"),
+        "needles": needles,
         "cache_dir": os.environ.get("LONGVA_VNIAH_CACHE"),
         "train_frames": os.environ.get("LONGVA_VNIAH_TRAIN_FRAMES"),
+        # vniah_d: the distractor set defaults to the one named like the needle set
+        "distractors": setting("vniah_distractors", needles),
+        "distractor_period": setting("vniah_distractor_period"),
+        # vniah_multi
+        "multi_kinds": setting("vniah_multi_kinds", "retrieval,ordering,counting"),
+        "multi_needles": setting("vniah_multi_needles", "1,2,3"),
+        "multi_format": setting("vniah_multi_format", "mc"),
     }
 
 

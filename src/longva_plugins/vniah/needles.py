@@ -70,21 +70,41 @@ def _draw_shape(draw: ImageDraw.ImageDraw, shape: str, box, colour) -> None:
         draw.polygon(points, fill=colour)
 
 
+def _synthetic_card(shape: str, colour, word: str, size: tuple[int, int]) -> np.ndarray:
+    """A synthetic needle's card: a large ``shape`` of ``colour`` on white, ``word`` under it."""
+    w, h = size
+    image = Image.new("RGB", size, (245, 245, 240))
+    draw = ImageDraw.Draw(image)
+    _draw_shape(draw, shape, (w * 0.15, h * 0.1, w * 0.85, h * 0.8), colour)
+    draw.text((w * 0.3, h * 0.85), word, fill=(0, 0, 0))
+    return np.asarray(image)
+
+
 def synthetic_needles(size: tuple[int, int] = (224, 224)) -> list[Needle]:
     """The built-in offline needle set (deterministic)."""
     needles = []
-    w, h = size
     for i, (shape, colour_name, word, colour) in enumerate(_SYNTHETIC):
-        image = Image.new("RGB", size, (245, 245, 240))
-        draw = ImageDraw.Draw(image)
-        _draw_shape(draw, shape, (w * 0.15, h * 0.1, w * 0.85, h * 0.8), colour)
-        draw.text((w * 0.3, h * 0.85), word, fill=(0, 0, 0))
         question = (
             f"\nFind the frame with a large {shape} on a white background. "
             f"What colour is the {shape}? Answer the question using a single word or phrase."
         )
-        needles.append(Needle(np.asarray(image), question, colour_name, id=f"synthetic-{i}-{shape}"))
+        needles.append(Needle(_synthetic_card(shape, colour, word, size), question, colour_name,
+                              id=f"synthetic-{i}-{shape}"))
     return needles
+
+
+def synthetic_distractors(size: tuple[int, int] = (224, 224)) -> list[Needle]:
+    """The ``synthetic`` V-NIAH-D distractors, paired with :func:`synthetic_needles` by position:
+    the same card (a large shape on white with a word) showing the *next* needle's shape in the
+    colour after that -- needle-like, but not the shape its needle's question asks about; its answer
+    is its colour."""
+    out = []
+    for i in range(len(_SYNTHETIC)):
+        shape = _SYNTHETIC[(i + 1) % len(_SYNTHETIC)][0]
+        _, colour_name, word, colour = _SYNTHETIC[(i + 2) % len(_SYNTHETIC)]
+        out.append(Needle(_synthetic_card(shape, colour, word, size), "", colour_name,
+                          id=f"synthetic-distractor-{i}-{colour_name}-{shape}"))
+    return out
 
 
 def _decode_image(value, root: Path) -> np.ndarray:
@@ -205,6 +225,30 @@ def needles_digest(needles: list[Needle]) -> str:
     return h.hexdigest()[:16]
 
 
+def resolve_distractors(spec: str, needles: list[Needle]) -> tuple[str, list[Needle]]:
+    """``(identity, distractors)`` for a distractor-set name (``longva_distractor_sets`` hook) or a
+    folder in a needle folder's layout, paired with ``needles`` by position (same count)."""
+    from longva_plugins.errors import SettingError
+    from longva_plugins.plugins import get_plugin_manager
+
+    found = None
+    names = []
+    for contribution in get_plugin_manager().hook.longva_distractor_sets():
+        names.extend(contribution or {})
+        if contribution and spec in contribution and found is None:
+            found = (f"plugin-distractors:{spec}", list(contribution[spec]()))
+    if found is None and spec and os.path.isdir(spec):
+        found = (f"folder-distractors:{os.path.abspath(spec)}", load_needle_folder(spec))
+    if found is None:
+        raise SettingError(f"LONGVA_VNIAH_DISTRACTORS={spec!r} is not a distractor set; allowed: "
+                           f"{', '.join(sorted(set(names)))} or a folder in a needle folder's layout")
+    identity, distractors = found
+    if len(distractors) != len(needles):
+        raise SettingError(f"LONGVA_VNIAH_DISTRACTORS={spec!r} has {len(distractors)} distractors but the needle set "
+                           f"has {len(needles)}; allowed: a set with one distractor per needle (paired by position)")
+    return f"{identity}:{needles_digest(distractors)}", distractors
+
+
 def resolve_needles(spec: str | None) -> tuple[str, list[Needle]]:
     """``(identity, needles)`` for a needle-set name or folder; the identity ends with
     :func:`needles_digest` of the content."""
@@ -227,4 +271,5 @@ def resolve_needles(spec: str | None) -> tuple[str, list[Needle]]:
     raise DataError(f"unknown needle set {spec!r}: use 'synthetic', a folder, or {HUB_NEEDLES}")
 
 
-__all__ = ["HUB_NEEDLES", "Needle", "load_hub_needles", "load_needle_folder", "resolve_needles", "synthetic_needles"]
+__all__ = ["HUB_NEEDLES", "Needle", "load_hub_needles", "load_needle_folder", "resolve_distractors", "resolve_needles",
+           "synthetic_distractors", "synthetic_needles"]

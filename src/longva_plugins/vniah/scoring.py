@@ -17,8 +17,8 @@ import threading
 import torch
 
 from longva_plugins.models.longva.processing_longva import CHATML_CLOSE, DEFAULT_SYSTEM, chatml_open, chatml_turn
-from longva_plugins.vniah.cache import CellStore, EmbeddingCache, model_fingerprint
-from longva_plugins.vniah.grid import insertion_index, layout
+from longva_plugins.vniah.cache import CellStore, EmbeddingCache, cache_key, model_fingerprint
+from longva_plugins.vniah.cells import Item, encode_items, needle_cell, needle_item
 from longva_plugins.vniah.haystack import Haystack
 from longva_plugins.vniah.needles import Needle
 
@@ -54,16 +54,25 @@ def _everyone_has(found: bool, model) -> bool:
 
 
 class VNIAHScorer:
-    """Scores cells of one (model, haystack, needle set), reusing embeddings and finished cells."""
+    """Scores cells of one (model, haystack, needle set[, distractor set]), reusing embeddings and
+    finished cells.
+
+    A cell is a list of items (:mod:`longva_plugins.vniah.cells`: haystack frame indices and
+    inserted images), a question and an answer. :meth:`score` is the V-NIAH cell (frames, depth,
+    needle); :meth:`score_items` any cell of the family (V-NIAH-D, several needles).
+    """
 
     def __init__(self, model, processor, haystack: Haystack, needles: list[Needle], needle_set_id: str,
                  cache: EmbeddingCache | None = None, store: CellStore | None = None,
-                 encode_chunk_size: int = 16, prefill_chunk_size: int | None = DEFAULT_PREFILL_CHUNK):
+                 encode_chunk_size: int = 16, prefill_chunk_size: int | None = DEFAULT_PREFILL_CHUNK,
+                 distractors: list[Needle] | None = None, distractor_set_id: str | None = None):
         self.model = model
         self.processor = processor
         self.haystack = haystack
         self.needles = needles
         self.needle_set_id = needle_set_id
+        self.distractors = distractors or []
+        self.distractor_set_id = distractor_set_id
         self.cache = cache or EmbeddingCache()
         self.store = store or CellStore(self.cache.root)
         self.encode_chunk_size = encode_chunk_size
@@ -73,13 +82,15 @@ class VNIAHScorer:
         self.reuse_prefix = True
         #: tokens the one KV cache is allocated for (:meth:`reserve`); 0 = grow as needed
         self.capacity = 0
-        # The one KV cache of the grid: [system+user prefix | haystack[:K]]. Every cell's sequence up
-        # to its needle is a prefix of it (causal attention); see _prefix_to and score.
+        #: the most question + answer tokens of a planned cell (:meth:`reserve_cell`)
+        self._text_tokens = 0
+        # The one KV cache of the grid: [system+user prefix | the items of the last cell]. Every
+        # cell's sequence up to its question shares a prefix with it (causal attention): it is
+        # cropped to the common items and only the rest is prefilled (see _cache_for).
         self._prefix_cache = None
-        self._prefix_frames = 0
         self._prefix_pre_len = 0
-        #: ``(idx, needle, frames)`` of the needle and haystack tail the cache holds after the prefix
-        self._tail = None
+        #: the items the cache holds after the prefix
+        self._held: list[Item] = []
 
     # ------------------------------------------------------------------ embeddings
     @torch.no_grad()
@@ -106,20 +117,55 @@ class VNIAHScorer:
         """``(num_frames, T, D)`` embeddings of haystack frames 0..num_frames-1."""
         return self.haystack_range(0, num_frames)
 
-    def needle_embeds(self, needle_index: int) -> torch.Tensor:
-        """``(1, T, D)`` embedding of one needle."""
-        needle = self.needles[needle_index]
+    def _inserted(self, item: str) -> tuple[Needle, str]:
+        """The image an insert item stands for and the identity of its set."""
+        kind, index = item[0], int(item[1:])
+        if kind == "n":
+            return self.needles[index], self.needle_set_id
+        if kind == "d" and self.distractors:
+            return self.distractors[index], self.distractor_set_id
+        raise ValueError(f"unknown V-NIAH item {item!r} (needles: n0..n{len(self.needles) - 1}, "
+                         f"distractors: {len(self.distractors)})")
+
+    def insert_embeds(self, item: str) -> torch.Tensor:
+        """``(1, T, D)`` embedding of an inserted image (a needle ``"nK"`` or a distractor ``"dK"``)."""
+        image, set_id = self._inserted(item)
         return self.cache.get_or_compute(
-            self.fingerprint, PREPROCESSING, f"{self.needle_set_id}:{needle.id}", [0],
-            lambda _: self._encode([needle.image]),
+            self.fingerprint, PREPROCESSING, f"{set_id}:{image.id}", [0], lambda _: self._encode([image.image]),
         )
 
+    def needle_embeds(self, needle_index: int) -> torch.Tensor:
+        """``(1, T, D)`` embedding of one needle."""
+        return self.insert_embeds(needle_item(needle_index))
+
+    def item_embeds(self, items: list[Item]) -> torch.Tensor:
+        """``(len(items), T, D)``: runs of consecutive haystack frames are read from the cache together."""
+        parts: list[torch.Tensor] = []
+        run: list[int] = []
+
+        def flush():
+            if run:
+                parts.append(self.haystack_range(run[0], run[-1] + 1))
+                run.clear()
+
+        for item in items:
+            if isinstance(item, int):
+                if run and item != run[-1] + 1:
+                    flush()
+                run.append(item)
+            else:
+                flush()
+                parts.append(self.insert_embeds(item))
+        flush()
+        return torch.cat(parts)
+
     def cell_block(self, num_frames: int, depth: float, needle_index: int) -> torch.Tensor:
-        """``((num_frames + 1) * T, D)`` visual block of one cell."""
-        frames = self.haystack_embeds(num_frames)
-        needle = self.needle_embeds(needle_index)
-        ordered = [needle[0] if i is None else frames[i] for i in layout(num_frames, depth)]
-        return torch.cat(ordered)  # ((n+1)*T, D)
+        """``((num_frames + 1) * T, D)`` visual block of one V-NIAH cell."""
+        return self.items_block(needle_cell(num_frames, depth, needle_index))
+
+    def items_block(self, items: list[Item]) -> torch.Tensor:
+        """``(len(items) * T, D)`` visual block of a cell's items."""
+        return self.item_embeds(items).reshape(-1, self.model.config.hidden_size)
 
     # ------------------------------------------------------------------ sequence and scoring
     def prompt_embeds(self, block: torch.Tensor, question: str) -> torch.Tensor:
@@ -132,20 +178,30 @@ class VNIAHScorer:
         return dict(model=self.fingerprint, haystack=self.haystack.identity, needles=self.needle_set_id,
                     needle=self.needles[needle_index].id, frames=num_frames, depth=f"{depth:.4f}", mode=mode)
 
+    def items_key(self, items: list[Item], question: str, answer: str) -> dict:
+        """The store key of any cell: every identity its outcome depends on, content-addressed."""
+        return dict(model=self.fingerprint, haystack=self.haystack.identity, needles=self.needle_set_id,
+                    distractors=self.distractor_set_id or "", items=encode_items(items),
+                    question=cache_key(question), answer=answer, mode="ppl")
+
     def _embed_text(self, text: str) -> torch.Tensor:
         embed = self.model.get_input_embeddings()
         return embed(self.processor.tokenize(text).to(embed.weight.device)).unsqueeze(0)  # (1, n, D)
 
-    def cell_tokens(self, num_frames: int) -> int:
-        """Tokens of the longest sequence of a cell with ``num_frames`` haystack frames (any needle):
-        prefix, ``num_frames + 1`` images, question, assistant header and answer."""
+    def _text_length(self, question: str, answer: str) -> int:
+        return len(self.processor.tokenize(question)) + len(self.processor.tokenize(answer))
+
+    def cell_tokens(self, num_frames: int, images: int | None = None) -> int:
+        """Tokens of the longest sequence of a cell with ``num_frames`` haystack frames and one needle
+        (or ``images`` images in all): prefix, images, question, assistant header and answer."""
         fixed = len(self.processor.tokenize(PRE_TEXT)) + len(self.processor.tokenize(POST_TEXT))
-        return fixed + self._question_answer_tokens() + (num_frames + 1) * self.model.config.tokens_per_frame
+        images = num_frames + 1 if images is None else images
+        return fixed + self._question_answer_tokens() + images * self.model.config.tokens_per_frame
 
     def _question_answer_tokens(self) -> int:
-        """The most tokens a needle's question and answer take together."""
-        return max(len(self.processor.tokenize(n.question)) + len(self.processor.tokenize(n.answer))
-                   for n in self.needles)
+        """The most tokens a question and answer of this grid take together."""
+        needles = max(self._text_length(n.question, n.answer) for n in self.needles)
+        return max(needles, self._text_tokens)
 
     def reserve(self, num_frames: int) -> None:
         """Size the one KV cache for the longest cell to come (``num_frames`` haystack frames): it
@@ -153,29 +209,36 @@ class VNIAHScorer:
         buffers left in the heap). A cache already allocated smaller grows as needed."""
         self.capacity = max(self.capacity, self.cell_tokens(num_frames))
 
+    def reserve_cell(self, items: list[Item], question: str, answer: str) -> None:
+        """:meth:`reserve` for any cell: its images, question and answer."""
+        self._text_tokens = max(self._text_tokens, self._text_length(question, answer))
+        self.capacity = max(self.capacity, self.cell_tokens(0, images=len(items)))
+
     def _frames_per_chunk(self) -> int:
-        """Haystack frames per prefill forward: as many whole frames as fit a prefill chunk, at least one."""
+        """Images per prefill forward: as many whole images as fit a prefill chunk, at least one."""
         return max(1, (self.prefill_chunk_size or DEFAULT_PREFILL_CHUNK) // self.model.config.tokens_per_frame)
 
     def forward_tokens(self) -> int:
         """The most tokens one forward of the grid appends to the KV cache: a prefill chunk of
-        frames, the needle, or the question with the answer."""
+        images, or the question with the answer."""
         text = self._question_answer_tokens() + len(self.processor.tokenize(POST_TEXT))
         return max(self._frames_per_chunk() * self.model.config.tokens_per_frame, text,
                    len(self.processor.tokenize(PRE_TEXT)))
 
-    def _prefill_frames(self, cache, start: int, end: int) -> None:
-        """Append haystack frames ``start .. end-1`` to ``cache``, a prefill chunk at a time."""
+    def _prefill_items(self, cache, items: list[Item]) -> None:
+        """Append ``items`` to ``cache``, a prefill chunk of whole images at a time."""
         step = self._frames_per_chunk()
-        for first in range(start, end, step):
-            last = min(end, first + step)
-            frames = self.haystack_range(first, last).reshape(1, -1, self.model.config.hidden_size)  # (1, m*T, D)
-            self.model.prefill(frames, chunk_size=self.prefill_chunk_size, past_key_values=cache)
+        for first in range(0, len(items), step):
+            block = self.item_embeds(items[first:first + step]).reshape(1, -1, self.model.config.hidden_size)
+            self.model.prefill(block, chunk_size=self.prefill_chunk_size, past_key_values=cache)
 
-    def _prefix_to(self, idx: int):
-        """The one shared KV cache, set to ``[system+user prefix | haystack[:idx]]`` in place: cropped
-        when it holds more, extended by prefilling only the missing frames when it holds fewer."""
-        tokens = self.model.config.tokens_per_frame
+    def _cache_for(self, items: list[Item]):
+        """The one shared KV cache, set to ``[system+user prefix | items]`` in place: cropped to the
+        items it shares with the previous cell, then only the rest is prefilled. Cells in
+        :func:`~longva_plugins.vniah.cells.order_key` order (V-NIAH's
+        :func:`~longva_plugins.vniah.grid.cell_order_key`, for one) visit the tree of their item
+        lists depth first: every shared prefix -- the haystack before a needle, a needle and the
+        frames after it -- is prefilled once per grid."""
         if self._prefix_cache is None:
             pre = self._embed_text(PRE_TEXT)
             # a cache split over ranks also holds one forward's new tokens beside each rank's share
@@ -183,31 +246,17 @@ class VNIAHScorer:
             cache = self.model.new_cache(self.capacity, chunk=chunk)
             self._prefix_cache = self.model.prefill(pre, chunk_size=self.prefill_chunk_size,
                                                     past_key_values=cache).past_key_values
-            self._prefix_pre_len, self._prefix_frames = pre.shape[1], 0
-        self._tail = None
-        crop_to(self._prefix_cache, self._prefix_pre_len + min(idx, self._prefix_frames) * tokens)
-        self._prefix_frames = min(idx, self._prefix_frames)
-        self._prefill_frames(self._prefix_cache, self._prefix_frames, idx)
-        self._prefix_frames = idx
+            self._prefix_pre_len, self._held = pre.shape[1], []
+        common = 0
+        for held, item in zip(self._held, items):
+            if held != item:
+                break
+            common += 1
+        crop_to(self._prefix_cache, self._prefix_pre_len + common * self.model.config.tokens_per_frame)
+        self._held = list(items[:common])  # true even if the prefill below fails half-way
+        self._prefill_items(self._prefix_cache, list(items[common:]))
+        self._held = list(items)
         return self._prefix_cache
-
-    def _sequence_to(self, idx: int, needle_index: int, num_frames: int):
-        """The one shared KV cache, set to ``[prefix | haystack[:idx] | needle | haystack[idx:num_frames]]``
-        in place. When it already holds that prefix and needle with fewer haystack frames after the
-        needle (the previous cell had the same insertion index and needle and fewer frames: every
-        ``depth = 0`` cell of a grid, for one), only the missing frames are prefilled; otherwise it is
-        cropped back to the prefix and the needle and the frames after it are prefilled."""
-        held = self._tail
-        if held is not None and held[:2] == (idx, needle_index) and held[2] <= num_frames:
-            cache, start = self._prefix_cache, held[2]
-        else:
-            cache, start = self._prefix_to(idx), idx
-            needle = self.needle_embeds(needle_index).reshape(1, -1, self.model.config.hidden_size)  # (1, T, D)
-            self.model.prefill(needle, chunk_size=self.prefill_chunk_size, past_key_values=cache)
-        # the cache now ends after haystack[idx:start] (the previous cell was cropped before its question)
-        self._prefill_frames(cache, start, num_frames)
-        self._tail = (idx, needle_index, num_frames)
-        return cache
 
     def _question_embeds(self, question: str) -> torch.Tensor:
         """``(1, n, D)``: the question and the assistant header, each tokenised alone."""
@@ -215,40 +264,51 @@ class VNIAHScorer:
 
     @torch.no_grad()
     def score(self, num_frames: int, depth: float, needle_index: int, answer: str | None = None) -> dict:
-        """The cell's outcome (from the store when already computed).
+        """The V-NIAH cell's outcome (from the store when already computed); see :meth:`score_items`.
 
-        With :attr:`reuse_prefix` (default) the cell runs on the one shared KV cache: it is set to
-        the cell's sequence up to its question (see :meth:`_sequence_to`), the question and the
-        answer are appended and scored, and the cache is cropped back to before the question in
-        place -- no copy. Cells scored in :func:`~longva_plugins.vniah.grid.cell_order_key` order
-        (insertion index, needle, frames) grow the prefix monotonically, so every haystack frame
-        is prefilled once per grid into the prefix, and cells that differ only in their frame count
-        extend the previous cell's tail (the ``longva`` adapter sorts V-NIAH requests by that key).
+        Cells scored in :func:`~longva_plugins.vniah.grid.cell_order_key` order (insertion index,
+        needle, frames) grow the prefix monotonically, so every haystack frame is prefilled once
+        per grid into the prefix, and cells that differ only in their frame count extend the
+        previous cell's tail (the ``longva`` adapter sorts V-NIAH requests by that key).
         """
         needle = self.needles[needle_index]
         answer = needle.answer if answer is None else answer
         key = self.cell_key(num_frames, depth, needle_index)
         key["answer"] = answer
+        fields = {"frames": num_frames, "depth": depth, "needle": needle.id}
+        return self.score_items(needle_cell(num_frames, depth, needle_index), needle.question, answer, key, fields)
+
+    @torch.no_grad()
+    def score_items(self, items: list[Item], question: str, answer: str, key: dict | None = None,
+                    fields: dict | None = None) -> dict:
+        """The outcome of the cell ``[prefix | items | question | header | answer]`` (from the store
+        when already computed): correct iff the argmax at every answer position is the answer token.
+
+        With :attr:`reuse_prefix` (default) it runs on the one shared KV cache (:meth:`_cache_for`):
+        the question and the answer are appended and scored, and the cache is cropped back to before
+        the question in place -- no copy. ``key`` names the cell in the store (default
+        :meth:`items_key`); ``fields`` are copied into the record.
+        """
+        key = key or self.items_key(items, question, answer)
         cached = self.store.get(**key)
         if not _everyone_has(cached is not None, self.model):  # ranks sharing a KV cache decide together
             cached = None
         if cached is not None:
             return cached
         answer_ids = self.processor.tokenize(answer)
-        idx = insertion_index(depth, num_frames)
         if self.reuse_prefix:
-            cache = self._sequence_to(idx, needle_index, num_frames)
+            cache = self._cache_for(items)
             length = cache.get_seq_length()
             try:
-                result = self.model.score_continuation(self._question_embeds(needle.question), answer_ids,
+                result = self.model.score_continuation(self._question_embeds(question), answer_ids,
                                                        chunk_size=self.prefill_chunk_size, past_key_values=cache)
             finally:
                 crop_to(cache, length)
         else:
-            prompt = self.prompt_embeds(self.cell_block(num_frames, depth, needle_index), needle.question)
+            prompt = self.prompt_embeds(self.items_block(items), question)
             result = self.model.score_continuation(prompt, answer_ids, chunk_size=self.prefill_chunk_size)
         record = {
-            "frames": num_frames, "depth": depth, "needle": needle.id, "answer": answer,
+            **(fields or {}), "answer": answer,
             "correct": int(result.greedy_match), "nll_mean": result.nll_mean,
             "pred_ids": result.argmax_ids.tolist(), "answer_ids": answer_ids.tolist(),
         }
@@ -258,25 +318,29 @@ class VNIAHScorer:
 
     def release(self) -> None:
         """Drop the shared KV cache (the grid is done)."""
-        self._prefix_cache, self._prefix_frames, self._tail = None, 0, None
+        self._prefix_cache, self._held = None, []
 
 
 _SCORERS: dict = {}
 _LOCK = threading.Lock()
 
 
-def get_scorer(model, processor, haystack_spec: str, needles_spec: str, cache_dir=None, **kwargs) -> VNIAHScorer:
-    """One scorer per (model object, haystack, needle set, cache) in this process."""
+def get_scorer(model, processor, haystack_spec: str, needles_spec: str, cache_dir=None,
+               distractors_spec: str | None = None, **kwargs) -> VNIAHScorer:
+    """One scorer per (model object, haystack, needle set, distractor set, cache) in this process."""
     from longva_plugins.vniah.haystack import resolve_haystack
-    from longva_plugins.vniah.needles import resolve_needles
+    from longva_plugins.vniah.needles import resolve_distractors, resolve_needles
 
-    key = (id(model), haystack_spec, needles_spec, str(cache_dir), tuple(sorted(kwargs.items())))
+    key = (id(model), haystack_spec, needles_spec, distractors_spec, str(cache_dir), tuple(sorted(kwargs.items())))
     with _LOCK:
         if key not in _SCORERS:
             needle_set_id, needles = resolve_needles(needles_spec)
+            distractor_set_id, distractors = (resolve_distractors(distractors_spec, needles) if distractors_spec
+                                              else (None, None))
             cache = EmbeddingCache(cache_dir)
             _SCORERS[key] = VNIAHScorer(model, processor, resolve_haystack(haystack_spec), needles, needle_set_id,
-                                        cache=cache, **kwargs)
+                                        cache=cache, distractors=distractors, distractor_set_id=distractor_set_id,
+                                        **kwargs)
         return _SCORERS[key]
 
 

@@ -35,6 +35,11 @@ CHECKPOINT_DEFAULT_SETTINGS = {
     "vniah_needles": "LONGVA_VNIAH_NEEDLES",
     "vniah_haystack": "LONGVA_VNIAH_HAYSTACK",
     "vniah_grid": "LONGVA_VNIAH_GRID",
+    "vniah_distractors": "LONGVA_VNIAH_DISTRACTORS",
+    "vniah_distractor_period": "LONGVA_VNIAH_DISTRACTOR_PERIOD",
+    "vniah_multi_kinds": "LONGVA_VNIAH_MULTI_KINDS",
+    "vniah_multi_needles": "LONGVA_VNIAH_MULTI_NEEDLES",
+    "vniah_multi_format": "LONGVA_VNIAH_MULTI_FORMAT",
 }
 _CHECKPOINT_DEFAULTS: dict[str, str] = {}
 
