@@ -80,10 +80,10 @@ def run(cmd: list[str], env: dict | None = None, log_file: Path | None = None) -
                          + (f"; see {log_file}" if log_file else ""))
 
 
-def stage1(out: Path, init: Path) -> dict[str, Path]:
-    """Run the text curriculum; return the checkpoint after each phase."""
+def stage1(out: Path, init: Path, phases=STAGE1) -> dict[str, Path]:
+    """Run the text curriculum (``phases``, by default all); return the checkpoint after each phase."""
     done, previous = {}, init
-    for name, lo, hi, steps, ranks in STAGE1:
+    for name, lo, hi, steps, ranks in phases:
         target = out / f"stage1-{name}"
         if not (target / "config.json").is_file():
             launcher = [sys.executable] if ranks == 1 else [sys.executable, "-m", "torch.distributed.run", "--standalone",
@@ -196,19 +196,54 @@ def photo_haystack(out: Path) -> Path:
     return path
 
 
-def vniah(out: Path, checkpoint: Path, haystack: str, tag: str, task: str = "vniah", grid: str = "") -> dict:
-    """V-NIAH (``task``: ``vniah``, or ``vniah_gen``: the answer generated) through lmms-eval;
-    returns ``{"average", "by_frames", "heatmap"}``."""
-    from longva_plugins.nano.report import vniah_summary
-
+def _lmms_eval_vniah(out: Path, checkpoint: Path, haystack: str, tag: str, task: str, grid: str = "",
+                     **env) -> Path:
+    """One V-NIAH-family task through lmms-eval (once per ``tag``); returns its ``--output_path``."""
     result_dir = out / "vniah" / tag
     if not list(result_dir.rglob("*_results.json")):
         env = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
                "LONGVA_VNIAH_GRID": grid or GRID, "LONGVA_VNIAH_HAYSTACK": haystack, "LONGVA_VNIAH_NEEDLES": "nano",
-               "LONGVA_VNIAH_TRAIN_FRAMES": str(STAGE2_MAX_TOKENS // 16)}
+               "LONGVA_VNIAH_TRAIN_FRAMES": str(STAGE2_MAX_TOKENS // 16), **env}
         run([sys.executable, "-m", "lmms_eval", "eval", "--model", "longva", "--model_args", f"pretrained={checkpoint}",
              "--tasks", task, "--output_path", result_dir], env=env, log_file=out / "logs" / f"vniah-{tag}.log")
-    return vniah_summary(result_dir)
+    return result_dir
+
+
+def vniah(out: Path, checkpoint: Path, haystack: str, tag: str, task: str = "vniah", grid: str = "") -> dict:
+    """V-NIAH (``task``: ``vniah``, ``vniah_gen``: the answer generated, ``vniah_d``: with
+    distractors) through lmms-eval; returns ``{"average", "by_frames", "heatmap", "scores"}``
+    (``vniah_d_gen`` adds ``"breakdown"``, with the share of answers that name the distractor)."""
+    from longva_plugins.nano.report import vniah_summary
+
+    result_dir = _lmms_eval_vniah(out, checkpoint, haystack, tag, task, grid)
+    summary = vniah_summary(result_dir)
+    breakdown = result_dir / "longva" / task / "breakdown.json"
+    if breakdown.is_file():
+        summary["breakdown"] = json.loads(breakdown.read_text())
+    return summary
+
+
+def vniah_multi(out: Path, checkpoint: Path, tag: str, fmt: str) -> dict:
+    """Several needles (retrieval, ordering, counting; 1-3 needles) on the synthetic haystack,
+    ``fmt`` ``mc`` (VNBench's circular multiple choice) or ``open``; returns its ``breakdown.json``."""
+    result_dir = _lmms_eval_vniah(out, checkpoint, "synthetic", tag, "vniah_multi", LONGVA_VNIAH_MULTI_FORMAT=fmt,
+                                  LONGVA_VNIAH_MULTI_NEEDLES="1,2,3")
+    return json.loads((result_dir / "longva" / "vniah_multi" / "breakdown.json").read_text())
+
+
+def beyond_the_paper(out: Path, models: dict[str, Path]) -> dict:
+    """V-NIAH-D and the several-needle tasks for every model: ``{model: {...}}`` (docs/vniah.md)."""
+    results = {}
+    for model, checkpoint in models.items():
+        results[model] = {
+            "vniah_d": vniah(out, checkpoint, "synthetic", f"{checkpoint.name}-d", "vniah_d"),
+            "vniah_d_gen": vniah(out, checkpoint, "synthetic", f"{checkpoint.name}-d-gen", "vniah_d_gen"),
+            "multi_open": vniah_multi(out, checkpoint, f"{checkpoint.name}-multi-open", "open"),
+            "multi_mc": vniah_multi(out, checkpoint, f"{checkpoint.name}-multi-mc", "mc"),
+        }
+        log(f"beyond the paper, {model}: V-NIAH-D {results[model]['vniah_d']['average']:.3f}, several needles "
+            f"open {results[model]['multi_open']['overall']:.3f}, mc {results[model]['multi_mc']['overall']:.3f}")
+    return results
 
 
 #: Longest stage-2 sample: 10 tiles of 16 tokens plus the text (drawn as a line on the heatmaps).
@@ -262,8 +297,9 @@ def main():
     for model, checkpoint in models.items():  # the answer generated, as LongVA's own V-NIAH script does
         results[f"{model}/synthetic-gen"] = vniah(out, checkpoint, "synthetic", f"{checkpoint.name}-gen", "vniah_gen")
         log(f"V-NIAH (generation) {model}: average {results[f'{model}/synthetic-gen']['average']:.3f}")
+    beyond = beyond_the_paper(out, models)
     elapsed = time.time() - start
-    report = write_report(out, text, results, elapsed, L_TEXT, STAGE2_MAX_TOKENS, GRID, mc)
+    report = write_report(out, text, results, elapsed, L_TEXT, STAGE2_MAX_TOKENS, GRID, mc, beyond=beyond)
     log(f"report: {report} ({elapsed / 60:.1f} min)")
     if args.install:
         log(f"installed: {install_nano(models['long'])}")
