@@ -96,3 +96,39 @@ def test_make_mini_bench_command(tmp_path):
     assert (tmp_path / "b" / "videomme" / "test-00000-of-00001.parquet").is_file()
     assert (tmp_path / "b" / "mlvu" / "dev.json").is_file()
     assert main(["make-mini-bench", str(tmp_path / "c"), "--videos", "0"]) == 2
+
+
+def test_canonical_options_list_the_same_colours_in_one_order(tmp_path, monkeypatch):
+    """``--canonical-options``: every colour question shows red, green, blue, yellow as A-D, so the
+    letter is a function of the colour seen -- and still follows from the video."""
+    import json
+
+    from longva_plugins.lmms_eval_plugin.task_utils.mlvu import answer_letter, mlvu_process_docs
+    from longva_plugins.lmms_eval_plugin.task_utils.videomme import load_docs
+
+    root = tmp_path / "canonical"
+    mb.write_bench(root, 5, {"short": 8}, {"short": 24}, (2, 6), canonical=True)
+    for key, value in mb.bench_env(root).items():
+        monkeypatch.setenv(key, value)
+    plans = json.loads((root / "plans.json").read_text())
+    kinds = {v: k for k, v in mb.VIDEOMME_TASK_TYPES.items()}
+    seen = set()
+    for doc in load_docs("longva_videomme"):
+        kind = kinds[doc["task_type"]]
+        seen.add(kind)
+        options = [o.split(". ", 1)[1] for o in doc["options"]]
+        if kind in ("appear", "first"):
+            assert options == list(mb.CANONICAL)
+        truth = _truth(plans, f"videomme/data/{doc['videoID']}.mp4", kind, doc["question"], options)
+        assert doc["answer"] == string.ascii_uppercase[options.index(truth)]
+    assert "appear" in seen and "order" not in seen
+    for doc in mlvu_process_docs(None):
+        if doc["task_type"] == "needle":
+            assert doc["candidates"] == list(mb.CANONICAL)
+            truth = _truth(plans, f"mlvu/video/{doc['video_name']}", "appear", doc["question"], doc["candidates"])
+            assert answer_letter(doc) == string.ascii_uppercase[doc["candidates"].index(truth)]
+    records = mb.alignment_records(root, 0, colour_share=0.0, kinds=("appear",))
+    assert records and all("Which colour of framed square appears" in r["conversations"][0]["value"] for r in records)
+    text = mb.text_records(0, 40, canonical=True, kinds=("appear",))
+    assert len(text) == 40 and all(
+        "A. red" in r["conversations"][0]["value"] or "(A) red" in r["conversations"][0]["value"] for r in text)

@@ -12,7 +12,8 @@ def _run(args) -> int:
 
     if args.videos < 1:
         raise SettingError(f"--videos must be at least 1; got {args.videos}")
-    summary = make_mini_bench(args.directory, videos_per_duration=args.videos, seed=args.seed)
+    summary = make_mini_bench(args.directory, videos_per_duration=args.videos, seed=args.seed,
+                              canonical=args.canonical_options)
     console = Console()
     console.print(f"mini bench in [bold]{args.directory}[/]: {summary['videomme']} Video-MME questions, "
                   f"{summary['mlvu']} MLVU questions")
@@ -32,4 +33,7 @@ def register(subparsers) -> None:
     parser.add_argument("directory")
     parser.add_argument("--videos", type=int, default=8, help="videos per duration (short 64, medium 128, long 256 frames)")
     parser.add_argument("--seed", type=int, default=BENCH_SEED, help=f"seed (default {BENCH_SEED}; training clips use < 1000)")
+    parser.add_argument("--canonical-options", action="store_true",
+                        help="every colour question lists red, green, blue, yellow in that order (the letter is a "
+                             "function of the colour seen: what longva-nano-mc was trained on)")
     parser.set_defaults(func=_run)

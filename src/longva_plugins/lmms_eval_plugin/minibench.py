@@ -49,6 +49,11 @@ QUESTIONS = {
 #: The mini benchmark's durations: frames of each video (4 fps: 16, 32 and 64 seconds).
 DURATIONS = {"short": 64, "medium": 128, "long": 256}
 FPS = 4
+#: The canonical-options mode (``make-mini-bench --canonical-options``): every colour question
+#: lists these four colours in this order, so the right letter is a function of the colour seen
+#: (A red, B green, C blue, D yellow) -- no option lookup needed; the other colours still appear in
+#: the videos, as events no option names.
+CANONICAL = ("red", "green", "blue", "yellow")
 #: Frames of a training clip, frames a shot is held in one and in the mini benchmark.
 CLIP_FRAMES = 12
 CLIP_SHOT = (1, 3)
@@ -81,21 +86,33 @@ class VideoPlan:
         return sum(n for n, _ in self.shots)
 
 
-def plan_video(rng: np.random.Generator, frames: int, shot: tuple[int, int]) -> VideoPlan:
-    """Shots of ``shot`` frames (the last one cut to fit) and 1 to 4 events at distinct shots."""
+def plan_video(rng: np.random.Generator, frames: int, shot: tuple[int, int], canonical: bool = False) -> VideoPlan:
+    """Shots of ``shot`` frames (the last one cut to fit) and 1 to 4 events at distinct shots.
+    ``canonical``: one event of a :data:`CANONICAL` colour and 0 to 2 of the others, in random
+    order (every video supports the canonical ``appear`` question)."""
     lengths = []
     while sum(lengths) < frames:
         lengths.append(int(rng.integers(shot[0], shot[1] + 1)))
     lengths[-1] -= sum(lengths) - frames
-    events = int(rng.integers(1, 5))
-    colours = list(rng.permutation(list(COLOURS))[:events])
+    if canonical:
+        others = [c for c in COLOURS if c not in CANONICAL]
+        colours = [str(rng.choice(CANONICAL))] + list(rng.permutation(others)[:int(rng.integers(0, len(others) + 1))])
+        colours = [colours[i] for i in rng.permutation(len(colours)).tolist()]
+        events = len(colours)
+    else:
+        events = int(rng.integers(1, 5))
+        colours = list(rng.permutation(list(COLOURS))[:events])
     at = sorted(rng.choice(len(lengths), size=min(events, len(lengths)), replace=False).tolist())
     marked = dict(zip(at, colours))
     return VideoPlan([(n, marked.get(i)) for i, n in enumerate(lengths) if n > 0])
 
 
-def questions_for(rng: np.random.Generator, plan: VideoPlan) -> list[Question]:
-    """Every kind the video supports (``first`` and ``order`` need two events)."""
+def questions_for(rng: np.random.Generator, plan: VideoPlan, canonical: bool = False) -> list[Question]:
+    """Every kind the video supports (``first`` and ``order`` need two events). ``canonical``: the
+    colour questions list :data:`CANONICAL` in its order -- ``appear`` when exactly one of those
+    colours appears, ``first`` when the first event's colour is one of them."""
+    if canonical:
+        return _canonical_questions(rng, plan)
     events, names = plan.events, list(COLOURS)
     absent = [c for c in names if c not in events]
     out = []
@@ -114,6 +131,18 @@ def questions_for(rng: np.random.Generator, plan: VideoPlan) -> list[Question]:
         options = [f"{a}, then {b}", f"{b}, then {a}", f"{a}, then {third}", f"{third}, then {b}"]
         shown = (a, b) if rng.random() < 0.5 else (b, a)  # the question's mention order is no clue
         out.append(_shuffled(rng, "order", QUESTIONS["order"].format(a=shown[0], b=shown[1]), options))
+    return out
+
+
+def _canonical_questions(rng: np.random.Generator, plan: VideoPlan) -> list[Question]:
+    events = plan.events
+    out = []
+    shown = [c for c in CANONICAL if c in events]
+    if len(shown) == 1:
+        out.append(Question("appear", QUESTIONS["appear"], list(CANONICAL), CANONICAL.index(shown[0])))
+    out.append(Question("count", QUESTIONS["count"], ["1", "2", "3", "4"], len(events) - 1))
+    if len(events) >= 2 and events[0] in CANONICAL:
+        out.append(Question("first", QUESTIONS["first"], list(CANONICAL), CANONICAL.index(events[0])))
     return out
 
 
@@ -176,11 +205,12 @@ def _stamp(seconds: float) -> str:
 
 
 def write_bench(out: str | os.PathLike, seed: int, videos: dict[str, int], frames: dict[str, int],
-                shot: tuple[int, int], progress: str | None = None, pool: int = 0) -> dict:
+                shot: tuple[int, int], progress: str | None = None, pool: int = 0, canonical: bool = False) -> dict:
     """Write both layouts under ``out``: for each duration ``d``, ``videos[d]`` Video-MME videos
     (every question they support) and as many MLVU videos (one question each, kinds in turn).
     ``plans.json`` maps each video to its events' colours in order.
-    ``pool`` > 0 draws the shots without an event from that many scenes made once.
+    ``pool`` > 0 draws the shots without an event from that many scenes made once; ``canonical``:
+    the colour questions in :data:`CANONICAL` order (:func:`questions_for`).
     Returns ``{"videomme": n questions, "mlvu": n questions}``."""
     from longva_plugins.fileio import atomic_write_text
 
@@ -198,12 +228,12 @@ def write_bench(out: str | os.PathLike, seed: int, videos: dict[str, int], frame
     for number, (duration, i) in enumerate(iterator):
         # Video-MME: one video, all its questions
         rng = np.random.default_rng([seed, 1, number])
-        plan = plan_video(rng, frames[duration], shot)
+        plan = plan_video(rng, frames[duration], shot, canonical)
         video_id = f"nano{seed}{duration[0]}{i:03d}"
         write_mp4(vm / "data" / f"{video_id}.mp4", render(plan, rng, hay))
         plans[f"videomme/data/{video_id}.mp4"] = plan.events
         atomic_write_text(vm / "subtitle" / f"{video_id}.srt", subtitles(plan, rng))
-        for k, q in enumerate(questions_for(rng, plan)):
+        for k, q in enumerate(questions_for(rng, plan, canonical)):
             letters = string.ascii_uppercase
             vm_rows.append({"video_id": f"{len(vm_rows) // 3 + 1:03d}", "duration": duration, "domain": "Synthetic",
                             "sub_category": "Framed squares", "url": "", "videoID": video_id,
@@ -212,8 +242,8 @@ def write_bench(out: str | os.PathLike, seed: int, videos: dict[str, int], frame
                             "answer": letters[q.answer]})
         # MLVU: one video, one question
         rng = np.random.default_rng([seed, 2, number])
-        plan = plan_video(rng, frames[duration], shot)
-        candidates = [q for q in questions_for(rng, plan)]
+        plan = plan_video(rng, frames[duration], shot, canonical)
+        candidates = questions_for(rng, plan, canonical)
         q = next((c for c in candidates if c.kind == KINDS[number % len(KINDS)]), candidates[0])
         task_type = MLVU_TASK_TYPES[q.kind]
         name = f"{MLVU_FOLDERS[task_type]}/nano{seed}{duration[0]}{i:03d}.mp4"
@@ -257,10 +287,12 @@ BENCH_SEED = 1000
 
 
 def make_mini_bench(out: str | os.PathLike, videos_per_duration: int = 8, seed: int = BENCH_SEED,
-                    durations: dict[str, int] | None = None) -> dict:
-    """``longva-plugins make-mini-bench DIR``: the mini Video-MME and MLVU (see the module doc)."""
+                    durations: dict[str, int] | None = None, canonical: bool = False) -> dict:
+    """``longva-plugins make-mini-bench DIR [--canonical-options]``: the mini Video-MME and MLVU
+    (see the module doc)."""
     frames = dict(durations or DURATIONS)
-    counts = write_bench(out, seed, {d: videos_per_duration for d in frames}, frames, BENCH_SHOT, progress="mini bench")
+    counts = write_bench(out, seed, {d: videos_per_duration for d in frames}, frames, BENCH_SHOT, progress="mini bench",
+                         canonical=canonical)
     return {**counts, "env": bench_env(out), "model_args": BENCH_MODEL_ARGS}
 
 
@@ -362,20 +394,31 @@ def task_prompts(root: str | os.PathLike) -> list[tuple[str, dict, str, str]]:
     return out
 
 
+def _kind_of(task: str, doc: dict) -> str:
+    """The kind of a bench question (from its MLVU question id, or its Video-MME task type)."""
+    if task == "longva_mlvu_dev":
+        return str(doc["question_id"]).rsplit("-", 1)[1]
+    return next(k for k, v in VIDEOMME_TASK_TYPES.items() if v == doc["task_type"])
+
+
 def letter_answer(task: str, doc: dict) -> str:
     from longva_plugins.lmms_eval_plugin.task_utils.mlvu import answer_letter
 
     return answer_letter(doc) if task == "longva_mlvu_dev" else str(doc["answer"])
 
 
-def alignment_records(root: str | os.PathLike, seed: int, colour_share: float = 0.3) -> list[dict]:
-    """LLaVA conversations for the alignment stage from the clip bench at ``root``: each question in
-    one task format drawn at random (answer: the letter), plus, for ``colour_share`` of the one-event
-    videos, the V-NIAH question with the colour word as the answer (what stage 2 taught, kept)."""
+def alignment_records(root: str | os.PathLike, seed: int, colour_share: float = 0.3,
+                      kinds: tuple[str, ...] = KINDS) -> list[dict]:
+    """LLaVA conversations for the alignment stage from the clip bench at ``root``: each question of
+    ``kinds`` in one task format drawn at random (answer: the letter), plus, for ``colour_share`` of
+    the one-event videos, the V-NIAH question with the colour word as the answer (what stage 2
+    taught, kept)."""
     rng = np.random.default_rng([seed, 3])
     plans = json.loads((Path(root) / "plans.json").read_text())
     by_question: dict[tuple[str, str], list] = {}
     for task, doc, video, prompt in task_prompts(root):
+        if _kind_of(task, doc) not in kinds:
+            continue
         by_question.setdefault((str(doc.get("question_id")), video), []).append((task, doc, video, prompt))
     records = []
     for n, ((_, video), variants) in enumerate(by_question.items()):
@@ -392,11 +435,13 @@ def alignment_records(root: str | os.PathLike, seed: int, colour_share: float = 
     return [records[i] for i in order]
 
 
-def text_records(seed: int, count: int, shots: tuple[int, int] = (8, 160)) -> list[dict]:
+def text_records(seed: int, count: int, shots: tuple[int, int] = (8, 160), canonical: bool = False,
+                 kinds: tuple[str, ...] = KINDS) -> list[dict]:
     """Text-only conversations with the same questions, where the video would be: one run of filler
     words a shot, an event's colour word planted in its shot (stage 1's text needle), up to about
     1,500 tokens -- the questions' reasoning learnt on long text, which the video questions then
-    reuse (LongVA's long-context transfer). Prompts: the three formats without subtitles."""
+    reuse (LongVA's long-context transfer). Prompts: the three formats without subtitles; questions
+    of ``kinds``, with the colour options in :data:`CANONICAL` order when ``canonical``."""
     from longva_plugins.nano.text import FILLER
 
     rng = np.random.default_rng([seed, 4])
@@ -404,14 +449,16 @@ def text_records(seed: int, count: int, shots: tuple[int, int] = (8, 160)) -> li
     kwargs = {task: task_prompt_kwargs(task) for task in TEXT_FORMATS}
     records = []
     while len(records) < count:
-        plan = plan_video(rng, int(rng.integers(*shots)), (1, 1))
+        plan = plan_video(rng, int(rng.integers(*shots)), (1, 1), canonical)
         words = []
         for _, colour in plan.shots:
             shot = [str(w) for w in rng.choice(FILLER, size=int(rng.integers(2, 9)))]
             if colour:
                 shot.insert(int(rng.integers(len(shot) + 1)), colour)
             words.extend(shot)
-        for q in questions_for(rng, plan):
+        for q in questions_for(rng, plan, canonical):
+            if q.kind not in kinds:
+                continue
             task = TEXT_FORMATS[int(rng.integers(len(TEXT_FORMATS)))]
             prompt = text_of[task](question_doc(task, q), kwargs[task])
             records.append({"id": f"text-{seed}-{len(records)}",
@@ -420,6 +467,6 @@ def text_records(seed: int, count: int, shots: tuple[int, int] = (8, 160)) -> li
     return records[:count]
 
 
-__all__ = ["BENCH_MODEL_ARGS", "TEXT_FORMATS", "bench_scores", "doc_to_text_functions", "question_doc", "text_records", "DURATIONS", "KINDS", "MLVU_TASK_TYPES", "TASKS", "VIDEOMME_TASK_TYPES",
+__all__ = ["BENCH_MODEL_ARGS", "CANONICAL", "TEXT_FORMATS", "bench_scores", "doc_to_text_functions", "question_doc", "text_records", "DURATIONS", "KINDS", "MLVU_TASK_TYPES", "TASKS", "VIDEOMME_TASK_TYPES",
            "alignment_records", "bench_env", "make_mini_bench", "plan_video", "questions_for", "render",
            "task_prompt_kwargs", "task_prompts", "write_bench"]

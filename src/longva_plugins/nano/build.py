@@ -42,14 +42,15 @@ def make_nano_init(out_dir: str | os.PathLike, seed: int = 0) -> Path:
 
 
 
-def install_nano(checkpoint: str | os.PathLike) -> Path:
-    """Copy a trained nano checkpoint into this source tree's package folder (what
-    :func:`nano_checkpoint` returns and wheels carry)."""
+def install_nano(checkpoint: str | os.PathLike, name: str = "longva-nano") -> Path:
+    """Copy a trained nano checkpoint into this source tree's package folder as
+    ``checkpoints/<name>`` (``longva-nano``: what :func:`nano_checkpoint` returns; ``longva-nano-mc``:
+    :func:`nano_mc_checkpoint`); wheels carry both."""
     import shutil
 
     from longva_plugins.fileio import atomic_directory
 
-    target = Path(__file__).resolve().parent / SHIPPED
+    target = Path(__file__).resolve().parent / Path(SHIPPED).parent / name
     with atomic_directory(target) as tmp:
         shutil.copytree(checkpoint, tmp, dirs_exist_ok=True)
     return target
