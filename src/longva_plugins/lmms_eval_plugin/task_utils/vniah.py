@@ -247,7 +247,7 @@ class VNIAHVisual(str):
         from longva_plugins.vniah.cells import order_key
 
         doc = self.doc
-        return (doc["haystack"], doc["needles"], doc.get("distractors") or "", order_key(self.items()))
+        return (doc.get("haystack") or "", doc.get("needles") or "", doc.get("distractors") or "", order_key(self.items()))
 
     def longva_embed(self, model, processor, **options):
         return self._scorer(model, processor, **options).items_block(self.items())
