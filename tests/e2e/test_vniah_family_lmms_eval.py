@@ -57,7 +57,7 @@ def test_vniah_multi_circular_scoring(tiny_checkpoint, tmp_path):
     questions = {}
     for r in records:
         questions.setdefault((r["kind"], r["frames"], r["needles"], r["sample"]), []).append(r["correct"])
-    assert all(len(v) in (1, 2, 4) for v in questions.values())  # ordering of 1 needle: 1 option, of 2: 2
+    assert all(len(v) == (2 if key[0] == "ordering" else 4) for key, v in questions.items())  # 2 needles: 2 orders
     per_kind = {}
     for (kind, *_), v in questions.items():
         per_kind.setdefault(kind, []).append(all(v))
@@ -69,7 +69,8 @@ def test_vniah_multi_circular_scoring(tiny_checkpoint, tmp_path):
         (1 / 4) ** 4)  # four options, right on all four rotations
     for kind in kinds:
         cells = json.loads((side / kind / "all_accuracies.json").read_text())
-        assert {(c["Num. Frame"], c["Needles"]) for c in cells} == {(4, 1), (4, 2), (8, 1), (8, 2)}
+        counts = (2,) if kind == "ordering" else (1, 2)  # one needle has no order
+        assert {(c["Num. Frame"], c["Needles"]) for c in cells} == {(n, k) for n in (4, 8) for k in counts}
         assert (side / kind / "heatmap.png").is_file()
 
 
@@ -90,6 +91,7 @@ def test_vniah_d_bad_settings_stop_before_the_first_sample(tiny_checkpoint, tmp_
     ({"LONGVA_VNIAH_MULTI_NEEDLES": "two"}, "LONGVA_VNIAH_MULTI_NEEDLES"),
     ({"LONGVA_VNIAH_MULTI_KINDS": "retrieval,sorting"}, "LONGVA_VNIAH_MULTI_KINDS"),
     ({"LONGVA_VNIAH_MULTI_FORMAT": "letters"}, "LONGVA_VNIAH_MULTI_FORMAT"),
+    ({"LONGVA_VNIAH_MULTI_KINDS": "ordering", "LONGVA_VNIAH_MULTI_NEEDLES": "1"}, "LONGVA_VNIAH_MULTI_NEEDLES"),
 ])
 def test_vniah_multi_bad_settings_stop_before_the_first_sample(tiny_checkpoint, tmp_path, env, named):
     _refused(tiny_checkpoint, tmp_path, "vniah_multi", env, named)

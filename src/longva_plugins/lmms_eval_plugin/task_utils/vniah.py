@@ -131,6 +131,9 @@ def check_multi_settings(settings: dict):
                 problems.add("LONGVA_VNIAH_MULTI_NEEDLES", settings["multi_needles"],
                              f"at most {most} needles for {kind} with needle set {settings['needles']!r} "
                              "(it has that many different answers)")
+        if kinds == ["ordering"] and max(counts) < 2:
+            problems.add("LONGVA_VNIAH_MULTI_NEEDLES", settings["multi_needles"],
+                         "at least one count >= 2 for ordering (one needle has no order)")
         inserts = max(counts) + (1 if "counting" in kinds else 0)
         shortest = min(grid.frame_counts)
         if inserts > shortest + 1:
@@ -193,6 +196,8 @@ def vniah_multi_process_docs(dataset):
     for kind in kinds:
         for n in grid.frame_counts:
             for k in counts:
+                if kind == "ordering" and k < 2:  # one needle has no order to ask about
+                    continue
                 for sample in range(len(needles)):
                     cell = build_cell(kind, n, k, sample, needles)
                     for question, answer, rotation in cell.tries(fmt):
