@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -63,9 +64,8 @@ def train(out: Path, data: Path, steps: int, lr: float, tag: str) -> tuple[Path,
                     "--set", "logging_steps=25"],
                    log_file=out / "logs" / f"stage3-{tag}.log")
         merge_full_weights(nano_checkpoint(), weights, final)
-    state = next(iter(sorted(weights.rglob("trainer_state.json"))), None)
-    curve = [{"step": e["step"], "loss": e["loss"]} for e in json.loads(state.read_text())["log_history"]
-             if "loss" in e] if state else []
+    log = (out / "logs" / f"stage3-{tag}.log").read_text(errors="replace")  # the trainer's progress lines
+    curve = [{"step": int(m[1]), "loss": float(m[2])} for m in re.finditer(r"step (\d+)/\d+ loss ([0-9.]+)", log)]
     return final, curve
 
 
@@ -115,8 +115,9 @@ def main():
     recipe.log("appear accuracy: " + ", ".join(f"{t} {a}" for t, a in result["appear"].items()))
     if args.install:
         from longva_plugins.nano.build import install_nano
+        from longva_plugins.nano.checkpoint import SHIPPED_MC
 
-        recipe.log(f"installed: {install_nano(checkpoint, name='longva-nano-mc')}")
+        recipe.log(f"installed: {install_nano(checkpoint, name=Path(SHIPPED_MC).name)}")
 
 
 if __name__ == "__main__":

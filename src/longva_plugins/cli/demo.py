@@ -3,6 +3,9 @@
 By default the shipped LongVA-nano (trained on long text and short images only, see
 ``examples/nano/``) retrieves the ``nano`` needles from the synthetic haystack video, up to 250
 frames; ``--pretrained`` runs any other checkpoint (``--tiny``: the random tiny one of the tests).
+``--task videomme|mlvu`` runs the mini Video-MME / MLVU through lmms-eval's multiple-choice chains,
+by default with LongVA-nano-mc on the canonical-options mini benchmark (the colour questions list
+red, green, blue, yellow as A-D: what it was taught).
 """
 
 from __future__ import annotations
@@ -79,16 +82,18 @@ def _run_bench(args) -> int:
     from rich.table import Table
 
     from longva_plugins.testing import ensure_tiny_checkpoint
-    from longva_plugins.nano.checkpoint import nano_checkpoint
+    from longva_plugins.nano.checkpoint import nano_mc_checkpoint
     from longva_plugins.lmms_eval_plugin.minibench import BENCH_MODEL_ARGS, bench_env, bench_scores, make_mini_bench
 
     console = Console()
-    checkpoint = Path(args.pretrained) if args.pretrained else ensure_tiny_checkpoint() if args.tiny else nano_checkpoint()
+    oracle = not args.pretrained and not args.tiny  # the default: LongVA-nano-mc, canonical options
+    checkpoint = Path(args.pretrained) if args.pretrained else ensure_tiny_checkpoint() if args.tiny else nano_mc_checkpoint()
+    canonical = oracle or args.canonical_options
     out = Path(args.output_path).resolve()
-    bench = out / "mini-bench"
+    bench = out / ("mini-bench-canonical" if canonical else "mini-bench")
     if not (bench / "plans.json").is_file():
-        console.print(f"making the mini benchmark in {bench} (once)")
-        make_mini_bench(bench)
+        console.print(f"making the mini benchmark in {bench} (once{', canonical options' if canonical else ''})")
+        make_mini_bench(bench, canonical=canonical)
     tasks = BENCH_TASKS[args.task]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", **bench_env(bench)}
     cmd = [sys.executable, "-m", "lmms_eval", "eval", "--model", "longva", "--model_args",
@@ -103,11 +108,13 @@ def _run_bench(args) -> int:
         return 1
     scores = bench_scores(out / "lmms-eval", tasks)
     table = Table(title=f"mini {args.task} on {checkpoint.name} ({time.time() - start:.0f} s)")
-    for column in ("task", "accuracy", "by duration / type", "questions"):
+    for column in ("task", "accuracy", "by question type", "by duration", "questions"):
         table.add_column(column)
     for task, score in scores.items():
-        parts = score.get("per_duration") or score.get("per_question_type") or {}
-        table.add_row(task, f"{score['accuracy']:.3f}", ", ".join(f"{k} {v:.2f}" for k, v in parts.items()), str(score["n"]))
+        kinds = score.get("per_task_type") or score.get("per_question_type") or {}
+        durations = score.get("per_duration") or {}
+        table.add_row(task, f"{score['accuracy']:.3f}", ", ".join(f"{k} {v:.2f}" for k, v in kinds.items()),
+                      ", ".join(f"{k} {v:.2f}" for k, v in durations.items()), str(score["n"]))
     console.print(table)
     return 0
 
@@ -130,7 +137,10 @@ def register(subparsers) -> None:
                                    "on the shipped LongVA-nano")
     parser.add_argument("--task", choices=("vniah", *BENCH_TASKS), default="vniah",
                         help="vniah (default), or the mini benchmark of make-mini-bench: videomme (its three "
-                        "prompt variants) or mlvu")
+                        "prompt variants) or mlvu, by default with LongVA-nano-mc on canonical options")
+    parser.add_argument("--canonical-options", action="store_true",
+                        help="videomme / mlvu with --pretrained or --tiny: the canonical-options mini benchmark "
+                        "(always so for the default LongVA-nano-mc)")
     parser.add_argument("--output-path", default="outputs/demo", help="lmms-eval --output_path (default: outputs/demo)")
     parser.add_argument("--grid", default=None, help="V-NIAH grid: small, medium, paper or 'frames=MIN:MAX:STEP;depths=...' "
                         f"(default: {NANO_GRID!r} for LongVA-nano, small otherwise)")

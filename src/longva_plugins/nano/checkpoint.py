@@ -27,15 +27,31 @@ NANO_TOWER = "nano-clip-vit-336-patch21"
 SHIPPED = "checkpoints/longva-nano"
 
 
+#: The multiple-choice oracle: LongVA-nano after stage 3 on canonical-options clips (docs/nano.md).
+SHIPPED_MC = "checkpoints/longva-nano-mc"
+
+
+def _shipped(relative: str, how: str) -> Path:
+    folder = Path(os.fspath(resources.files("longva_plugins.nano") / relative))
+    if not (folder / "config.json").is_file():
+        raise CheckpointError(f"the {Path(relative).name} checkpoint is missing from {folder}; reinstall "
+                              f"longva-plugins or regenerate it with `{how}`")
+    return folder
+
+
 def nano_checkpoint() -> Path:
     """The folder of the shipped, trained LongVA-nano checkpoint (inside the installed package)."""
-    folder = Path(os.fspath(resources.files("longva_plugins.nano") / SHIPPED))
-    if not (folder / "config.json").is_file():
-        raise CheckpointError(f"the LongVA-nano checkpoint is missing from {folder}; reinstall longva-plugins or "
-                              "regenerate it with `bash examples/nano/run_recipe.sh --install`")
-    return folder
+    return _shipped(SHIPPED, "bash examples/nano/run_recipe.sh --install")
+
+
+def nano_mc_checkpoint() -> Path:
+    """The folder of the shipped LongVA-nano-mc: the nano taught to answer the multiple-choice
+    tasks' colour questions when their options come in the canonical order
+    (``make-mini-bench --canonical-options``); ``longva-plugins demo --task videomme|mlvu`` runs it."""
+    return _shipped(SHIPPED_MC, "python examples/nano/mc_oracle.py --install")
 
 
 # Building a nano (tokenizer, untrained init, merging stage weights, saving and installing
 # checkpoints) is longva_plugins/nano/build.py; this module locates the shipped one.
-__all__ = ["NANO_POOL_STRIDE", "NANO_TEXT", "NANO_TOWER", "NANO_VISION", "SHIPPED", "nano_checkpoint"]
+__all__ = ["NANO_POOL_STRIDE", "NANO_TEXT", "NANO_TOWER", "NANO_VISION", "SHIPPED", "SHIPPED_MC", "nano_checkpoint",
+           "nano_mc_checkpoint"]
