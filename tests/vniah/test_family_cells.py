@@ -145,3 +145,43 @@ def test_circular_accuracy_needs_every_rotation():
     assert scores["kinds"] == {"counting": 1.0, "retrieval": 0.5}
     assert scores["overall"] == 0.75 and scores["questions"] == 3
     assert scores["cells"]["retrieval"] == [{"Num. Frame": 4, "Needles": 1, "Score": 0.5}]
+
+
+def _needle_folder(root, count):
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    root.mkdir()
+    rows = []
+    for i in range(count):
+        Image.fromarray(np.full((32, 32, 3), 40 * i, np.uint8)).save(root / f"{i}.png")
+        rows.append({"image": f"{i}.png", "question": f"\nWhat is {i}?", "answer": str(i)})
+    (root / "needles.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    return root
+
+
+def test_distractor_settings_for_a_needle_folder(tmp_path, monkeypatch):
+    """A needle folder has no distractor set of its name: without LONGVA_VNIAH_DISTRACTORS the
+    settings are refused (never its own needles used as distractors); a folder of as many distractors
+    is accepted, one of another size refused."""
+    from longva_plugins.errors import SettingError
+    from longva_plugins.lmms_eval_plugin.task_utils.vniah import check_distractor_settings
+    from longva_plugins.vniah.grid import env_settings
+
+    needles = _needle_folder(tmp_path / "needles", 3)
+    monkeypatch.setenv("LONGVA_VNIAH_NEEDLES", str(needles))
+    monkeypatch.setenv("LONGVA_VNIAH_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("LONGVA_VNIAH_DISTRACTORS", raising=False)
+    with pytest.raises(SettingError, match="LONGVA_VNIAH_DISTRACTORS is unset"):
+        check_distractor_settings(env_settings())
+    monkeypatch.setenv("LONGVA_VNIAH_DISTRACTORS", str(_needle_folder(tmp_path / "distractors", 3)))
+    grid, found, _, distractors, period = check_distractor_settings(env_settings())
+    assert len(distractors) == len(found) == 3 and period == default_period(max(grid.frame_counts))
+    monkeypatch.setenv("LONGVA_VNIAH_DISTRACTORS", str(_needle_folder(tmp_path / "two", 2)))
+    with pytest.raises(SettingError, match="has 2 distractors but the needle set has 3"):
+        check_distractor_settings(env_settings())
+    monkeypatch.setenv("LONGVA_VNIAH_NEEDLES", "synthetic")
+    monkeypatch.delenv("LONGVA_VNIAH_DISTRACTORS")
+    assert env_settings()["distractors"] == "synthetic", "a built-in needle set brings its distractors"

@@ -92,14 +92,20 @@ def env_settings() -> dict:
         "needles": needles,
         "cache_dir": os.environ.get("LONGVA_VNIAH_CACHE"),
         "train_frames": os.environ.get("LONGVA_VNIAH_TRAIN_FRAMES"),
-        # vniah_d: the distractor set defaults to the one named like the needle set
-        "distractors": setting("vniah_distractors", needles),
+        # vniah_d: the distractor set defaults to the one named like the needle set, if there is one
+        "distractors": setting("vniah_distractors") or _named_like(needles),
         "distractor_period": setting("vniah_distractor_period"),
         # vniah_multi
         "multi_kinds": setting("vniah_multi_kinds", "retrieval,ordering,counting"),
         "multi_needles": setting("vniah_multi_needles", "1,2,3"),
         "multi_format": setting("vniah_multi_format", "mc"),
     }
+
+
+def _named_like(needles: str | None) -> str | None:
+    from longva_plugins.vniah.needles import distractor_set_names
+
+    return needles if needles in distractor_set_names() else None
 
 
 __all__ = ["GridSpec", "PAPER_DEPTHS", "PRESETS", "cell_order_key", "env_settings", "insertion_index", "layout",

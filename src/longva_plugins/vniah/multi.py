@@ -154,8 +154,9 @@ def build_cell(kind: str, num_frames: int, count: int, sample: int, needles) -> 
         if len(questions) == len(chosen):
             stem, mc_stem = own, bare_question(own)
         else:
-            lead = (f"{len(chosen)} inserted frames look alike; consider the {ORDINALS[chosen.index(subject)]} "
-                    "of them to appear.")
+            rank = chosen.index(subject)
+            ordinal = ORDINALS[rank] if rank < len(ORDINALS) else f"{rank + 1}th"
+            lead = f"{len(chosen)} inserted frames look alike; consider the {ordinal} of them to appear."
             stem, mc_stem = f"{lead} {own}", f"{lead} {bare_question(own)}"
         pool = [answers[i] for i in chosen] + answers
         options = _options(answers[subject], pool, rng)

@@ -225,23 +225,31 @@ def needles_digest(needles: list[Needle]) -> str:
     return h.hexdigest()[:16]
 
 
-def resolve_distractors(spec: str, needles: list[Needle]) -> tuple[str, list[Needle]]:
+def distractor_set_names() -> list[str]:
+    """The names of the distractor sets plugins contribute (``longva_distractor_sets``)."""
+    from longva_plugins.plugins import get_plugin_manager
+
+    return sorted({name for contribution in get_plugin_manager().hook.longva_distractor_sets()
+                   for name in (contribution or {})})
+
+
+def resolve_distractors(spec: str | None, needles: list[Needle]) -> tuple[str, list[Needle]]:
     """``(identity, distractors)`` for a distractor-set name (``longva_distractor_sets`` hook) or a
     folder in a needle folder's layout, paired with ``needles`` by position (same count)."""
     from longva_plugins.errors import SettingError
     from longva_plugins.plugins import get_plugin_manager
 
     found = None
-    names = []
     for contribution in get_plugin_manager().hook.longva_distractor_sets():
-        names.extend(contribution or {})
-        if contribution and spec in contribution and found is None:
+        if spec and contribution and spec in contribution and found is None:
             found = (f"plugin-distractors:{spec}", list(contribution[spec]()))
     if found is None and spec and os.path.isdir(spec):
         found = (f"folder-distractors:{os.path.abspath(spec)}", load_needle_folder(spec))
     if found is None:
-        raise SettingError(f"LONGVA_VNIAH_DISTRACTORS={spec!r} is not a distractor set; allowed: "
-                           f"{', '.join(sorted(set(names)))} or a folder in a needle folder's layout")
+        what = (f"={spec!r} is not a distractor set" if spec
+                else " is unset and the needle set has no distractor set of its name")
+        raise SettingError(f"LONGVA_VNIAH_DISTRACTORS{what}; allowed: {', '.join(distractor_set_names())} "
+                           "or a folder in a needle folder's layout (one distractor per needle)")
     identity, distractors = found
     if len(distractors) != len(needles):
         raise SettingError(f"LONGVA_VNIAH_DISTRACTORS={spec!r} has {len(distractors)} distractors but the needle set "
@@ -271,5 +279,6 @@ def resolve_needles(spec: str | None) -> tuple[str, list[Needle]]:
     raise DataError(f"unknown needle set {spec!r}: use 'synthetic', a folder, or {HUB_NEEDLES}")
 
 
-__all__ = ["HUB_NEEDLES", "Needle", "load_hub_needles", "load_needle_folder", "resolve_distractors", "resolve_needles",
+__all__ = ["HUB_NEEDLES", "Needle", "distractor_set_names", "load_hub_needles", "load_needle_folder", "resolve_distractors",
+           "resolve_needles",
            "synthetic_distractors", "synthetic_needles"]
