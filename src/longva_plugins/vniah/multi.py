@@ -42,6 +42,8 @@ FORMATS = ("mc", "open")
 LETTERS = "ABCD"
 #: VNBench's answer instruction (its README's prompt).
 MC_INSTRUCTION = "Answer with the option's letter from the given choices directly."
+#: The most times a counting cell repeats its needle.
+MAX_COUNT = 10
 ORDINALS = ("first", "second", "third", "fourth", "fifth", "sixth", "seventh", "eighth", "ninth", "tenth")
 _SEED = 2406_09367
 
@@ -127,7 +129,7 @@ def distinct_answers(needles) -> int:
 def max_needles(kind: str, needles) -> int:
     """The most needles a cell of ``kind`` can show with this needle set (different answers are
     needed to retrieve or order them; counting repeats one needle)."""
-    return distinct_answers(needles) if kind in ("retrieval", "ordering") else 10
+    return distinct_answers(needles) if kind in ("retrieval", "ordering") else MAX_COUNT
 
 
 def build_cell(kind: str, num_frames: int, count: int, sample: int, needles) -> MultiCell:
@@ -207,5 +209,5 @@ def circular_accuracy(records: list[dict]) -> dict:
     return {"overall": overall, "kinds": by_kind, "cells": grid, "questions": len(passed)}
 
 
-__all__ = ["FORMATS", "KINDS", "LETTERS", "MC_INSTRUCTION", "MultiCell", "bare_question", "build_cell",
+__all__ = ["FORMATS", "KINDS", "LETTERS", "MAX_COUNT", "MC_INSTRUCTION", "MultiCell", "bare_question", "build_cell",
            "circular_accuracy", "distinct_answers", "extract_letter", "max_needles", "open_question"]
