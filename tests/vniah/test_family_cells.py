@@ -185,3 +185,42 @@ def test_distractor_settings_for_a_needle_folder(tmp_path, monkeypatch):
     monkeypatch.setenv("LONGVA_VNIAH_NEEDLES", "synthetic")
     monkeypatch.delenv("LONGVA_VNIAH_DISTRACTORS")
     assert env_settings()["distractors"] == "synthetic", "a built-in needle set brings its distractors"
+
+
+@pytest.mark.parametrize("check, env, named", [
+    ("d", {"LONGVA_VNIAH_DISTRACTORS": "nope"}, "LONGVA_VNIAH_DISTRACTORS"),
+    ("d", {"LONGVA_VNIAH_DISTRACTORS": "nano"}, "LONGVA_VNIAH_DISTRACTORS"),  # 6 distractors for 5 needles
+    ("d", {"LONGVA_VNIAH_DISTRACTOR_PERIOD": "8"}, "LONGVA_VNIAH_DISTRACTOR_PERIOD"),  # no room in an 8-frame grid
+    ("d", {"LONGVA_VNIAH_DISTRACTOR_PERIOD": "0"}, "LONGVA_VNIAH_DISTRACTOR_PERIOD"),
+    ("d", {"LONGVA_VNIAH_DISTRACTOR_PERIOD": "two"}, "LONGVA_VNIAH_DISTRACTOR_PERIOD"),
+    ("multi", {"LONGVA_VNIAH_MULTI_NEEDLES": "6"}, "LONGVA_VNIAH_MULTI_NEEDLES"),  # 5 synthetic answers
+    ("multi", {"LONGVA_VNIAH_MULTI_NEEDLES": "4", "LONGVA_VNIAH_GRID": "frames=2:4:2;depths=0"},
+     "LONGVA_VNIAH_MULTI_NEEDLES"),  # 5 images, 3 places
+    ("multi", {"LONGVA_VNIAH_MULTI_NEEDLES": "two"}, "LONGVA_VNIAH_MULTI_NEEDLES"),
+    ("multi", {"LONGVA_VNIAH_MULTI_NEEDLES": "0"}, "LONGVA_VNIAH_MULTI_NEEDLES"),
+    ("multi", {"LONGVA_VNIAH_MULTI_KINDS": "retrieval,sorting"}, "LONGVA_VNIAH_MULTI_KINDS"),
+    ("multi", {"LONGVA_VNIAH_MULTI_FORMAT": "letters"}, "LONGVA_VNIAH_MULTI_FORMAT"),
+    ("multi", {"LONGVA_VNIAH_MULTI_KINDS": "ordering", "LONGVA_VNIAH_MULTI_NEEDLES": "1"}, "LONGVA_VNIAH_MULTI_NEEDLES"),
+])
+def test_every_bad_setting_is_refused_naming_it(tmp_path, monkeypatch, check, env, named):
+    from longva_plugins.errors import SettingError
+    from longva_plugins.lmms_eval_plugin.task_utils.vniah import check_distractor_settings, check_multi_settings
+    from longva_plugins.vniah.grid import env_settings
+
+    for key, value in {"LONGVA_VNIAH_GRID": "frames=4:8:4;depths=0,1", "LONGVA_VNIAH_CACHE": str(tmp_path), **env}.items():
+        monkeypatch.setenv(key, value)
+    with pytest.raises(SettingError) as info:
+        (check_distractor_settings if check == "d" else check_multi_settings)(env_settings())
+    assert named in str(info.value) and env[named] in str(info.value)
+
+
+def test_good_settings_pass_the_checks(tmp_path, monkeypatch):
+    from longva_plugins.lmms_eval_plugin.task_utils.vniah import check_distractor_settings, check_multi_settings
+    from longva_plugins.vniah.grid import env_settings
+
+    monkeypatch.setenv("LONGVA_VNIAH_GRID", "frames=4:8:4;depths=0,1")
+    monkeypatch.setenv("LONGVA_VNIAH_CACHE", str(tmp_path))
+    monkeypatch.setenv("LONGVA_VNIAH_DISTRACTOR_PERIOD", "3")
+    assert check_distractor_settings(env_settings())[-1] == 3
+    monkeypatch.setenv("LONGVA_VNIAH_MULTI_NEEDLES", "3,1")
+    assert check_multi_settings(env_settings())[2:] == (["retrieval", "ordering", "counting"], [1, 3], "mc")
