@@ -32,26 +32,24 @@ def distractor_item(index: int) -> str:
     return f"d{index}"
 
 
+def runs(items: list[Item]) -> list[range | str]:
+    """``items`` with every run of consecutive haystack frames as one ``range``:
+    ``[0, 1, 2, "n3", 3, 4]`` -> ``[range(0, 3), "n3", range(3, 5)]``."""
+    out: list[range | str] = []
+    for item in items:
+        if isinstance(item, str):
+            out.append(item)
+        elif out and isinstance(out[-1], range) and out[-1].stop == item:
+            out[-1] = range(out[-1].start, item + 1)
+        else:
+            out.append(range(item, item + 1))
+    return out
+
+
 def encode_items(items: list[Item]) -> str:
     """``[0, 1, 2, "n3", 3, 4]`` -> ``"0-2,n3,3-4"`` (runs of consecutive frames as ranges)."""
-    parts: list[str] = []
-    run: list[int] = []
-
-    def flush():
-        if run:
-            parts.append(str(run[0]) if len(run) == 1 else f"{run[0]}-{run[-1]}")
-            run.clear()
-
-    for item in items:
-        if isinstance(item, int):
-            if run and item != run[-1] + 1:
-                flush()
-            run.append(item)
-        else:
-            flush()
-            parts.append(item)
-    flush()
-    return ",".join(parts)
+    return ",".join(part if isinstance(part, str) else str(part.start) if len(part) == 1
+                    else f"{part.start}-{part.stop - 1}" for part in runs(items))
 
 
 def decode_items(text: str) -> list[Item]:
@@ -122,6 +120,6 @@ def default_period(max_frames: int) -> int:
     return max(1, min(VIDEOROPE_PERIOD, max_frames // 4))
 
 
-__all__ = ["Item", "VIDEOROPE_PERIOD", "VIDEOROPE_SEED", "decode_items", "default_period", "distractor_cell",
+__all__ = ["Item", "runs", "VIDEOROPE_PERIOD", "VIDEOROPE_SEED", "decode_items", "default_period", "distractor_cell",
            "distractor_item", "distractor_side", "encode_items", "haystack_frames_used", "needle_cell", "needle_item",
            "order_key", "videorope_draws"]

@@ -18,7 +18,7 @@ import torch
 
 from longva_plugins.models.longva.processing_longva import CHATML_CLOSE, DEFAULT_SYSTEM, chatml_open, chatml_turn
 from longva_plugins.vniah.cache import CellStore, EmbeddingCache, cache_key, model_fingerprint
-from longva_plugins.vniah.cells import Item, encode_items, needle_cell, needle_item
+from longva_plugins.vniah.cells import Item, encode_items, needle_cell, needle_item, runs
 from longva_plugins.vniah.haystack import Haystack
 from longva_plugins.vniah.needles import Needle
 
@@ -140,24 +140,8 @@ class VNIAHScorer:
 
     def item_embeds(self, items: list[Item]) -> torch.Tensor:
         """``(len(items), T, D)``: runs of consecutive haystack frames are read from the cache together."""
-        parts: list[torch.Tensor] = []
-        run: list[int] = []
-
-        def flush():
-            if run:
-                parts.append(self.haystack_range(run[0], run[-1] + 1))
-                run.clear()
-
-        for item in items:
-            if isinstance(item, int):
-                if run and item != run[-1] + 1:
-                    flush()
-                run.append(item)
-            else:
-                flush()
-                parts.append(self.insert_embeds(item))
-        flush()
-        return torch.cat(parts)
+        return torch.cat([self.insert_embeds(part) if isinstance(part, str) else self.haystack_range(part.start, part.stop)
+                          for part in runs(items)])
 
     def cell_block(self, num_frames: int, depth: float, needle_index: int) -> torch.Tensor:
         """``((num_frames + 1) * T, D)`` visual block of one V-NIAH cell."""
