@@ -11,6 +11,7 @@ grows linearly with the number of frames.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 
@@ -175,17 +176,32 @@ class VNIAHScorer:
     def _text_length(self, question: str, answer: str) -> int:
         return len(self.processor.tokenize(question)) + len(self.processor.tokenize(answer))
 
-    def cell_tokens(self, num_frames: int, images: int | None = None) -> int:
-        """Tokens of the longest sequence of a cell with ``num_frames`` haystack frames and one needle
-        (or ``images`` images in all): prefix, images, question, assistant header and answer."""
-        fixed = len(self.processor.tokenize(PRE_TEXT)) + len(self.processor.tokenize(POST_TEXT))
-        images = num_frames + 1 if images is None else images
-        return fixed + self._question_answer_tokens() + images * self.model.config.tokens_per_frame
+    @functools.cached_property
+    def _pre_tokens(self) -> int:
+        return len(self.processor.tokenize(PRE_TEXT))
+
+    @functools.cached_property
+    def _post_tokens(self) -> int:
+        return len(self.processor.tokenize(POST_TEXT))
+
+    @functools.cached_property
+    def _needle_text_tokens(self) -> int:
+        """The most tokens a needle's question and answer take together."""
+        return max(self._text_length(n.question, n.answer) for n in self.needles)
+
+    def _cell_tokens(self, images: int) -> int:
+        """Tokens of the longest sequence of a cell with ``images`` images: prefix, images, question,
+        assistant header and answer."""
+        return (self._pre_tokens + self._post_tokens + self._question_answer_tokens()
+                + images * self.model.config.tokens_per_frame)
+
+    def cell_tokens(self, num_frames: int) -> int:
+        """Tokens of the longest V-NIAH cell with ``num_frames`` haystack frames (and its needle)."""
+        return self._cell_tokens(num_frames + 1)
 
     def _question_answer_tokens(self) -> int:
         """The most tokens a question and answer of this grid take together."""
-        needles = max(self._text_length(n.question, n.answer) for n in self.needles)
-        return max(needles, self._text_tokens)
+        return max(self._needle_text_tokens, self._text_tokens)
 
     def reserve(self, num_frames: int) -> None:
         """Size the one KV cache for the longest cell to come (``num_frames`` haystack frames): it
@@ -196,7 +212,7 @@ class VNIAHScorer:
     def reserve_cell(self, items: list[Item], question: str, answer: str) -> None:
         """:meth:`reserve` for any cell: its images, question and answer."""
         self._text_tokens = max(self._text_tokens, self._text_length(question, answer))
-        self.capacity = max(self.capacity, self.cell_tokens(0, images=len(items)))
+        self.capacity = max(self.capacity, self._cell_tokens(len(items)))
 
     def _frames_per_chunk(self) -> int:
         """Images per prefill forward: as many whole images as fit a prefill chunk, at least one."""
@@ -205,9 +221,8 @@ class VNIAHScorer:
     def forward_tokens(self) -> int:
         """The most tokens one forward of the grid appends to the KV cache: a prefill chunk of
         images, or the question with the answer."""
-        text = self._question_answer_tokens() + len(self.processor.tokenize(POST_TEXT))
-        return max(self._frames_per_chunk() * self.model.config.tokens_per_frame, text,
-                   len(self.processor.tokenize(PRE_TEXT)))
+        text = self._question_answer_tokens() + self._post_tokens
+        return max(self._frames_per_chunk() * self.model.config.tokens_per_frame, text, self._pre_tokens)
 
     def _prefill_items(self, cache, items: list[Item]) -> None:
         """Append ``items`` to ``cache``, a prefill chunk of whole images at a time."""
