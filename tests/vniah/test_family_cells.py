@@ -145,6 +145,7 @@ def test_circular_accuracy_needs_every_rotation():
     assert scores["kinds"] == {"counting": 1.0, "retrieval": 0.5}
     assert scores["overall"] == 0.75 and scores["questions"] == 3
     assert scores["cells"]["retrieval"] == [{"Num. Frame": 4, "Needles": 1, "Score": 0.5}]
+    assert scores["chance"] == {"counting": (1 / 4) ** 4, "retrieval": (1 / 4) ** 4}
 
 
 def _needle_folder(root, count):

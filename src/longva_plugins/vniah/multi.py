@@ -190,12 +190,17 @@ def extract_letter(prediction: str) -> str:
 def circular_accuracy(records: list[dict]) -> dict:
     """VNBench's scores from per-try records (``kind``, ``frames``, ``needles``, ``sample``,
     ``correct``): a question counts when every try of it is correct. Returns ``{"overall",
-    "kinds": {kind: accuracy}, "cells": {kind: [{"Num. Frame", "Needles", "Score"}]}, "questions"}``;
-    the overall score is the mean of the kinds' accuracies."""
+    "kinds": {kind: accuracy}, "cells": {kind: [{"Num. Frame", "Needles", "Score"}]}, "questions",
+    "chance": {kind: accuracy of a guesser}}``; the overall score is the mean of the kinds'
+    accuracies, chance that of a guesser among ``m`` options right on all ``m`` tries (rotations)
+    of a question, ``(1/m)^m``."""
     questions: dict[tuple, list[int]] = {}
     for r in records:
         questions.setdefault((r["kind"], int(r["frames"]), int(r["needles"]), int(r["sample"])), []).append(int(r["correct"]))
     passed = {key: int(all(v)) for key, v in questions.items()}
+    guessed: dict[str, list[float]] = {}
+    for (kind, *_), tries in questions.items():
+        guessed.setdefault(kind, []).append((1 / len(tries)) ** len(tries))
     kinds: dict[str, list[int]] = {}
     cells: dict[tuple, list[int]] = {}
     for (kind, n, k, _), ok in passed.items():
@@ -206,7 +211,8 @@ def circular_accuracy(records: list[dict]) -> dict:
     for (kind, n, k), v in sorted(cells.items()):
         grid.setdefault(kind, []).append({"Num. Frame": n, "Needles": k, "Score": sum(v) / len(v)})
     overall = sum(by_kind.values()) / len(by_kind) if by_kind else 0.0
-    return {"overall": overall, "kinds": by_kind, "cells": grid, "questions": len(passed)}
+    return {"overall": overall, "kinds": by_kind, "cells": grid, "questions": len(passed),
+            "chance": {kind: sum(v) / len(v) for kind, v in sorted(guessed.items())}}
 
 
 __all__ = ["FORMATS", "KINDS", "LETTERS", "MAX_COUNT", "MC_INSTRUCTION", "MultiCell", "bare_question", "build_cell",

@@ -229,11 +229,7 @@ class VNIAHVisual(str):
 
     def items(self) -> list:
         """The cell's images in order (:mod:`longva_plugins.vniah.cells`)."""
-        from longva_plugins.vniah.cells import decode_items, needle_cell
-
-        if "items" in self.doc:
-            return decode_items(self.doc["items"])
-        return needle_cell(self.doc["frames"], self.doc["depth"], self.doc["needle_index"])
+        return doc_items(self.doc)
 
     @staticmethod
     def longva_plan(model, processor, visuals, **options) -> None:
@@ -274,14 +270,23 @@ class VNIAHVisual(str):
         return str(self)
 
 
+def doc_items(doc: dict) -> list:
+    """A document's images in order: its ``items`` (``vniah_d``, ``vniah_multi``), or the V-NIAH
+    cell of its frames, depth and needle."""
+    from longva_plugins.vniah.cells import decode_items, needle_cell
+
+    if "items" in doc:
+        return decode_items(doc["items"])
+    return needle_cell(doc["frames"], doc["depth"], doc["needle_index"])
+
+
 def _video_path(doc: dict) -> str:
+    """Where a cell's mp4 goes, named by what it shows (one file for every task and try that shows it)."""
     from longva_plugins.vniah.cache import cache_key, vniah_cache_dir
+    from longva_plugins.vniah.cells import encode_items
 
     root = vniah_cache_dir(_settings()["cache_dir"])
-    if "items" in doc:  # what the video shows, whatever the task
-        key = cache_key(doc["haystack"], doc["needles"], doc.get("distractors") or "", doc["items"])
-    else:
-        key = cache_key(doc["haystack"], doc["needles"], doc["needle_id"], doc["frames"], doc["depth"])
+    key = cache_key(doc["haystack"], doc["needles"], doc.get("distractors") or "", encode_items(doc_items(doc)))
     return str(root / "videos" / f"{key[:20]}.mp4")
 
 
@@ -292,12 +297,11 @@ def write_cell_video(doc: dict, path: str) -> None:
     import numpy as np
     from PIL import Image
 
-    from longva_plugins.vniah.cells import decode_items, haystack_frames_used, needle_cell
+    from longva_plugins.vniah.cells import haystack_frames_used
     from longva_plugins.vniah.haystack import resolve_haystack
     from longva_plugins.vniah.needles import resolve_distractors, resolve_needles
 
-    items = (decode_items(doc["items"]) if "items" in doc
-             else needle_cell(doc["frames"], doc["depth"], doc["needle_index"]))
+    items = doc_items(doc)
     haystack = resolve_haystack(doc["haystack"])
     _, needles = resolve_needles(doc["needles"])
     inserted = {"n": needles}
@@ -414,6 +418,22 @@ def vniah_multi_gen_process_results(doc, results):
                                          "correct": multi_gen_correct(doc, prediction)}}
 
 
+def _write_side_files(task: str, write) -> None:
+    """Run ``write()``, which writes a task's files beside lmms-eval's results. It runs in an
+    aggregation, the only post-run hook lmms-eval offers, so it must never raise: a file that could
+    not be written (disk full, read-only folder) ends the run non-zero naming it; any other failure
+    is logged and the score still returned."""
+    try:
+        write()
+    except StorageError as exc:
+        from longva_plugins.lmms_eval_plugin.compat import stop_run
+
+        stop_run(exc)
+    except Exception as exc:
+        logger.warning("%s: could not write its breakdown / all_accuracies.json / heatmap (%s: %s)", task,
+                       type(exc).__name__, exc)
+
+
 def _aggregate(items, args, task: str) -> float:
     """The average cell score, the number lmms-eval prints. The per-cell scores go to
     ``<--output_path>/longva/<task>/``: ``all_accuracies.json`` and ``avg_accuracy.txt`` as the
@@ -425,12 +445,13 @@ def _aggregate(items, args, task: str) -> float:
     scores = cell_scores(items)
     average = average_accuracy(scores)
     cells = {f"frames={s['Num. Frame']},depth={s['Frame Depth']}": s["Score"] for s in scores}
-    try:  # the only post-run hook lmms-eval offers; it must never raise
+
+    def write():
+        settings = _settings()
         out_dir = side_output_dir(args, task) or Path("vniah_results") / task
         write_all_accuracies(scores, out_dir)
-        train = _settings()["train_frames"]
+        train = settings["train_frames"]
         heatmap = plot_heatmap(scores, out_dir / "heatmap.png", title=task, train_frames=float(train) if train else None)
-        settings = _settings()
         summary = {"average": average, "cells": cells, "n": len(items),
                    "needles": settings["needles"], "haystack": settings["haystack"]}
         if items and "side" in items[0]:  # V-NIAH-D: where the distractor sat, and how often it won
@@ -442,12 +463,8 @@ def _aggregate(items, args, task: str) -> float:
         write_breakdown(out_dir, task, summary)
         logger.info("V-NIAH %s: average %.3f (needles %s, haystack %s); heatmap at %s", task, average,
                     settings["needles"], settings["haystack"], heatmap)
-    except StorageError as exc:  # disk full, read-only folder: the run ends non-zero, naming the file
-        from longva_plugins.lmms_eval_plugin.compat import stop_run
 
-        stop_run(exc)
-    except Exception as exc:
-        logger.warning("V-NIAH: could not write all_accuracies.json / heatmap (%s: %s)", type(exc).__name__, exc)
+    _write_side_files(task, write)
     return average
 
 
@@ -469,16 +486,10 @@ def _aggregate_multi(items, args, task: str) -> float:
     from longva_plugins.vniah.results import write_all_accuracies
 
     scores = circular_accuracy(items)
-    try:  # the only post-run hook lmms-eval offers; it must never raise
-        out_dir = side_output_dir(args, task) or Path("vniah_results") / task
+
+    def write():
         settings = _settings()
-        tries = {}
-        for item in items:
-            key = (item["kind"], item["frames"], item["needles"], item["sample"])
-            tries[key] = tries.get(key, 0) + 1
-        chance = {}
-        for (kind, *_), m in tries.items():  # a guesser among m options, right on all m rotations
-            chance.setdefault(kind, []).append((1 / m) ** m)
+        out_dir = side_output_dir(args, task) or Path("vniah_results") / task
         for kind, cells in scores["cells"].items():
             write_all_accuracies(cells, out_dir / kind)
             plot_heatmap(cells, out_dir / kind / "heatmap.png", title=f"{task} {kind}", rows="Needles",
@@ -487,16 +498,12 @@ def _aggregate_multi(items, args, task: str) -> float:
                    "cells": scores["cells"], "n": len(items), "format": settings["multi_format"],
                    "needles": settings["needles"], "haystack": settings["haystack"]}
         if settings["multi_format"] == "mc":
-            summary["chance"] = {kind: sum(v) / len(v) for kind, v in sorted(chance.items())}
+            summary["chance"] = scores["chance"]
         write_breakdown(out_dir, task, summary)
         logger.info("%s: overall %.3f (%s); heatmaps under %s", task, scores["overall"],
                     ", ".join(f"{k} {v:.3f}" for k, v in scores["kinds"].items()), out_dir)
-    except StorageError as exc:
-        from longva_plugins.lmms_eval_plugin.compat import stop_run
 
-        stop_run(exc)
-    except Exception as exc:
-        logger.warning("%s: could not write the breakdown / heatmaps (%s: %s)", task, type(exc).__name__, exc)
+    _write_side_files(task, write)
     return scores["overall"]
 
 
@@ -528,6 +535,7 @@ __all__ = [
     "VNIAHVisual",
     "check_distractor_settings",
     "check_multi_settings",
+    "doc_items",
     "multi_gen_correct",
     "vniah_d_aggregate",
     "vniah_d_gen_aggregate",
