@@ -27,21 +27,13 @@ def main():
     parser.add_argument("--out", default="outputs/nano")
     args = parser.parse_args()
     from longva_plugins.fileio import atomic_write_text
-    from longva_plugins.nano.build import make_nano_init
     from longva_plugins.nano.checkpoint import nano_checkpoint
     from longva_plugins.nano.report import beyond_section
 
     out = Path(args.out).resolve()
     (out / "logs").mkdir(parents=True, exist_ok=True)
     start = time.time()
-    init = out / "init"
-    if not (init / "config.json").is_file():
-        make_nano_init(init)
-    tower = out / "stage0-tower"
-    if not (tower / "config.json").is_file():
-        recipe.run([sys.executable, recipe.HERE / "stage0_tower.py", "--checkpoint", init, "--out", tower,
-                    "--steps", recipe.STAGE0_STEPS], log_file=out / "logs" / "stage0-tower.log")
-    short = recipe.stage1(out, tower, phases=recipe.STAGE1[:1])["short"]
+    short = recipe.stage1(out, recipe.tower(out), phases=recipe.STAGE1[:1])["short"]
     control = recipe.stage2(out, short, recipe.images(out), "control")
     models = {"long": Path(nano_checkpoint()), "control": control}
     baseline = {model: recipe.vniah(out, checkpoint, "synthetic", f"{model}-synthetic") for model, checkpoint in models.items()}

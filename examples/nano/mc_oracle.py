@@ -26,67 +26,32 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import recipe  # noqa: E402  (run, log)
+import recipe  # noqa: E402  (the recipe's steps: clips, stage 3, the mini benchmark run)
 
 #: Canonical-options clips (12 frames) per layout, and text-only questions of the same kind.
 CLIPS = 1200
 TEXT = 3000
 
 
-def clips(out: Path) -> Path:
-    import numpy as np
-
-    from longva_plugins.fileio import atomic_write_text
-    from longva_plugins.lmms_eval_plugin.minibench import CLIP_FRAMES, CLIP_SHOT, alignment_records, text_records, write_bench
-
-    folder = out / "clips"
-    if not (folder / "data.json").is_file():
-        if not (folder / "plans.json").is_file():
-            write_bench(folder, 0, {"short": CLIPS}, {"short": CLIP_FRAMES}, CLIP_SHOT, pool=300, canonical=True,
-                        progress="canonical clips")
-        records = (alignment_records(folder, 0, kinds=("appear",))
-                   + text_records(0, TEXT, canonical=True, kinds=("appear",)))
-        order = np.random.default_rng(5).permutation(len(records))
-        atomic_write_text(folder / "data.json", json.dumps([records[i] for i in order]))
-    return folder / "data.json"
-
-
 def train(out: Path, data: Path, steps: int, lr: float, tag: str) -> tuple[Path, list]:
-    from longva_plugins.nano.build import merge_full_weights
+    """Stage 3 (the recipe's) from the shipped nano; returns the checkpoint and the loss curve."""
     from longva_plugins.nano.checkpoint import nano_checkpoint
 
-    final = out / f"nano-mc-{tag}"
-    weights = out / f"stage3-{tag}"
-    if not (final / "config.json").is_file():
-        recipe.run([sys.executable, "-m", "longva_plugins.cli", "train", recipe.HERE / "stage3_mc.yaml",
-                    "--set", f"model_name_or_path={nano_checkpoint()}", "--set", f"data_path={data}",
-                    "--set", f"output_dir={weights}", "--set", f"max_steps={steps}", "--set", f"learning_rate={lr}",
-                    "--set", "logging_steps=25"],
-                   log_file=out / "logs" / f"stage3-{tag}.log")
-        merge_full_weights(nano_checkpoint(), weights, final)
+    final = recipe.stage3(out, nano_checkpoint(), data, tag, steps=steps,
+                          overrides=(f"learning_rate={lr}", "logging_steps=25"))
     log = (out / "logs" / f"stage3-{tag}.log").read_text(errors="replace")  # the trainer's progress lines
     curve = [{"step": int(m[1]), "loss": float(m[2])} for m in re.finditer(r"step (\d+)/\d+ loss ([0-9.]+)", log)]
     return final, curve
 
 
 def evaluate(out: Path, checkpoint: Path, tag: str) -> dict:
-    from longva_plugins.lmms_eval_plugin.minibench import BENCH_MODEL_ARGS, TASKS, bench_env, bench_scores, make_mini_bench
-
-    bench = out / "mini-bench-canonical"
-    if not (bench / "plans.json").is_file():
-        make_mini_bench(bench, canonical=True)
-    result = out / "mc" / tag
-    if not list(result.rglob("*_results.json")):
-        env = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", **bench_env(bench)}
-        recipe.run([sys.executable, "-m", "lmms_eval", "eval", "--model", "longva", "--model_args",
-                    f"pretrained={checkpoint},{BENCH_MODEL_ARGS}", "--tasks", ",".join(TASKS), "--output_path", result,
-                    "--log_samples"], env=env, log_file=out / "logs" / f"mc-{tag}.log")
-    scores = bench_scores(result)
+    """The four tasks on the canonical mini benchmark (the recipe's run); their scores and the
+    ``appear`` questions' accuracy per task."""
+    scores = recipe.multiple_choice(out, checkpoint, recipe.mini_bench(out, canonical=True), tag)
     appear = {}
     for task, score in scores.items():
         kinds = score.get("per_task_type") or score.get("per_question_type") or {}
-        key = "needle" if task == "longva_mlvu_dev" else "Object Recognition"
-        appear[task] = kinds.get(key)
+        appear[task] = kinds.get("needle" if task == "longva_mlvu_dev" else "Object Recognition")
     return {"scores": scores, "appear": appear}
 
 
@@ -103,7 +68,7 @@ def main():
     out = Path(args.out).resolve()
     (out / "logs").mkdir(parents=True, exist_ok=True)
     start = time.time()
-    data = clips(out)
+    data = recipe.mc_clips(out, "clips", CLIPS, TEXT, canonical=True, kinds=("appear",))
     recipe.log(f"clips ready ({(time.time() - start) / 60:.1f} min)")
     checkpoint, curve = train(out, data, args.steps, args.lr, args.tag)
     trained = time.time()

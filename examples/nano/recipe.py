@@ -133,46 +133,67 @@ def stage2(out: Path, lm: Path, data: dict[str, Path], label: str) -> Path:
     return final
 
 
-def mc_clips(out: Path) -> Path:
+def tower(out: Path) -> Path:
+    """The untrained nano and stage 0 (the tower pretrained on its own); returns stage 0's checkpoint."""
+    from longva_plugins.nano.build import make_nano_init
+
+    init = out / "init"
+    if not (init / "config.json").is_file():
+        make_nano_init(init)
+    trained = out / "stage0-tower"
+    if not (trained / "config.json").is_file():
+        run([sys.executable, HERE / "stage0_tower.py", "--checkpoint", init, "--out", trained, "--steps", STAGE0_STEPS],
+            log_file=out / "logs" / "stage0-tower.log")
+    return trained
+
+
+def mc_clips(out: Path, folder: str = "mc-clips", clips: int = MC_CLIPS, text: int = MC_TEXT, canonical: bool = False,
+             kinds: tuple[str, ...] | None = None) -> Path:
     """The stage-3 clips (seed 0; the mini benchmark uses seed 1000), their conversations and the
-    text-only questions, shuffled together."""
+    text-only questions, shuffled together: ``clips`` videos per layout and ``text`` questions, of
+    ``kinds`` (default all), in the canonical-options mode when ``canonical``."""
     from longva_plugins.fileio import atomic_write_text
     import numpy as np
 
-    from longva_plugins.lmms_eval_plugin.minibench import CLIP_FRAMES, CLIP_SHOT, alignment_records, text_records, write_bench
+    from longva_plugins.lmms_eval_plugin.minibench import (
+        CLIP_FRAMES, CLIP_SHOT, KINDS, alignment_records, text_records, write_bench,
+    )
 
-    folder = out / "mc-clips"
+    kinds = kinds or KINDS
+    folder = out / folder
     if not (folder / "data.json").is_file():
-        log(f"stage-3 clips: {MC_CLIPS} videos of {CLIP_FRAMES} frames per layout")
+        log(f"stage-3 clips: {clips} videos of {CLIP_FRAMES} frames per layout")
         if not (folder / "plans.json").is_file():
-            write_bench(folder, 0, {"short": MC_CLIPS}, {"short": CLIP_FRAMES}, CLIP_SHOT, pool=300)
-        records = alignment_records(folder, 0) + text_records(0, MC_TEXT)
+            write_bench(folder, 0, {"short": clips}, {"short": CLIP_FRAMES}, CLIP_SHOT, pool=300, canonical=canonical)
+        records = (alignment_records(folder, 0, kinds=kinds)
+                   + text_records(0, text, canonical=canonical, kinds=kinds))
         order = np.random.default_rng(5).permutation(len(records))
         atomic_write_text(folder / "data.json", json.dumps([records[i] for i in order]))
     return folder / "data.json"
 
 
-def stage3(out: Path, vision: Path, data: Path, label: str) -> Path:
-    """Multiple-choice alignment on top of the stage-2 model ``vision``; returns the final checkpoint."""
+def stage3(out: Path, vision: Path, data: Path, label: str, steps: int = STAGE3_STEPS, overrides=()) -> Path:
+    """Multiple-choice alignment on top of the stage-2 model ``vision`` (``overrides``: more
+    ``KEY=VALUE`` settings); returns the final checkpoint."""
     from longva_plugins.nano.build import merge_full_weights
 
     final = out / f"nano-mc-{label}"
     if (final / "config.json").is_file():
         return final
     weights = out / f"stage3-{label}"
-    run([sys.executable, "-m", "longva_plugins.cli", "train", HERE / "stage3_mc.yaml",
-         "--set", f"model_name_or_path={vision}", "--set", f"data_path={data}",
-         "--set", f"output_dir={weights}", "--set", f"max_steps={STAGE3_STEPS}"],
+    sets = [arg for pair in (f"model_name_or_path={vision}", f"data_path={data}", f"output_dir={weights}",
+                             f"max_steps={steps}", *overrides) for arg in ("--set", pair)]
+    run([sys.executable, "-m", "longva_plugins.cli", "train", HERE / "stage3_mc.yaml", *sets],
         log_file=out / "logs" / f"stage3-{label}.log")
     return merge_full_weights(vision, weights, final)
 
 
-def mini_bench(out: Path) -> Path:
+def mini_bench(out: Path, canonical: bool = False) -> Path:
     from longva_plugins.lmms_eval_plugin.minibench import make_mini_bench
 
-    folder = out / "mini-bench"
+    folder = out / ("mini-bench-canonical" if canonical else "mini-bench")
     if not (folder / "plans.json").is_file():
-        make_mini_bench(folder)
+        make_mini_bench(folder, canonical=canonical)
     return folder
 
 
@@ -257,20 +278,13 @@ def main():
     parser.add_argument("--mc", action="store_true", help="experimental: add stage 3 (multiple-choice alignment) and score "
                         "the multiple-choice tasks on the mini benchmark (not yet part of the shipped model: see docs/nano.md)")
     args = parser.parse_args()
-    from longva_plugins.nano.build import install_nano, make_nano_init
+    from longva_plugins.nano.build import install_nano
     from longva_plugins.nano.report import write_report
 
     out = Path(args.out).resolve()
     (out / "logs").mkdir(parents=True, exist_ok=True)
     start = time.time()
-    init = out / "init"
-    if not (init / "config.json").is_file():
-        make_nano_init(init)
-    tower = out / "stage0-tower"
-    if not (tower / "config.json").is_file():
-        run([sys.executable, HERE / "stage0_tower.py", "--checkpoint", init, "--out", tower, "--steps", STAGE0_STEPS],
-            log_file=out / "logs" / "stage0-tower.log")
-    lms = stage1(out, tower)
+    lms = stage1(out, tower(out))
     text = {"long": text_eval(out, lms["long"], "long"), "control": text_eval(out, lms["short"], "control")}
     log(f"text NIAH: {text}")
     data = images(out)
