@@ -225,3 +225,18 @@ def test_good_settings_pass_the_checks(tmp_path, monkeypatch):
     assert check_distractor_settings(env_settings())[-1] == 3
     monkeypatch.setenv("LONGVA_VNIAH_MULTI_NEEDLES", "3,1")
     assert check_multi_settings(env_settings())[2:] == (["retrieval", "ordering", "counting"], [1, 3], "mc")
+
+
+def test_order_key_is_the_items_lexicographic_order():
+    """The packed key sorts as the items do element by element (frames by index before inserts,
+    inserts by name), frame indices past one byte included."""
+    import itertools
+
+    def reference(items):
+        return tuple((0, i, "") if isinstance(i, int) else (1, 0, i) for i in items)
+
+    pool = [[0, 1, 2], [0, 1, "n1"], [0, 1, "n12"], [0, 300, "n2"], [0, 256], [0, 1], ["n1", 0], ["d1", 0],
+            [0, 1, 2, "n0"], [255, 0], [256, 0], [70000], ["n1"], []]
+    for a, b in itertools.product(pool, repeat=2):
+        assert (order_key(a) < order_key(b)) == (reference(a) < reference(b)), (a, b)
+        assert (order_key(a) == order_key(b)) == (a == b), (a, b)

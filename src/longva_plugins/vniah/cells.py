@@ -69,10 +69,16 @@ def haystack_frames_used(items: list[Item]) -> int:
     return max((i for i in items if isinstance(i, int)), default=-1) + 1
 
 
-def order_key(items: list[Item]) -> tuple:
+def order_key(items: list[Item]) -> bytes:
     """Cells sorted by this key visit the tree of their item lists depth first, so with one KV cache
-    holding the previous cell's items every shared prefix is prefilled once."""
-    return tuple((0, i, "") if isinstance(i, int) else (1, 0, i) for i in items)
+    holding the previous cell's items every shared prefix is prefilled once.
+
+    The order is the items' lexicographic order (frames by index, before inserts; inserts by name),
+    packed into one bytes object -- ``00`` + 4 big-endian bytes a frame, ``01`` + the name + ``00``
+    an insert -- so a run holding thousands of requests of thousands of frames keeps 5 bytes a frame
+    per request for its sort, not a Python object per frame."""
+    return b"".join(b"\x00" + i.to_bytes(4, "big") if isinstance(i, int) else b"\x01" + i.encode() + b"\x00"
+                    for i in items)
 
 
 def needle_cell(num_frames: int, depth: float, needle_index: int) -> list[Item]:
