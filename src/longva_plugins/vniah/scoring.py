@@ -268,7 +268,8 @@ class VNIAHScorer:
         Cells scored in :func:`~longva_plugins.vniah.grid.cell_order_key` order (insertion index,
         needle, frames) grow the prefix monotonically, so every haystack frame is prefilled once
         per grid into the prefix, and cells that differ only in their frame count extend the
-        previous cell's tail (the ``longva`` adapter sorts V-NIAH requests by that key).
+        previous cell's tail (the ``longva`` adapter sorts V-NIAH requests by
+        :func:`~longva_plugins.vniah.cells.order_key`, which shares prefixes as well).
         """
         needle = self.needles[needle_index]
         answer = needle.answer if answer is None else answer
